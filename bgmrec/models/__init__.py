@@ -1,0 +1,56 @@
+"""Model registry: every model the benchmark, the pipeline and serving can name.
+
+A registry entry maps a name to a Recommender class and parameter overrides, so ablations are names too
+(e.g. `cmvae-gen-dual`). Classes are imported lazily: naming a model imports only its module.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bgmrec.models.base import Recommender, TorchRecommender
+
+_REGISTRY: dict[str, tuple[str, dict[str, Any]]] = {
+    "random": ("bgmrec.models.baselines:RandomRecommender", {}),
+    "popular": ("bgmrec.models.baselines:PopularRank", {}),
+    "cca": ("bgmrec.models.baselines:CCARecommender", {}),
+    "oracle": ("bgmrec.models.baselines:LatentOracle", {}),
+}
+
+
+def register(name: str, target: str, **overrides: Any) -> None:
+    """Register `name` as the class at `target` ("module:Class") with parameter overrides."""
+    _REGISTRY[name] = (target, overrides)
+
+
+def available_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def _resolve(target: str) -> type[Recommender]:
+    module, _, cls = target.partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def create_model(name: str, params: dict[str, Any] | None = None) -> Recommender:
+    """A new, untrained model by registry name; params override the entry's and the class's defaults."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model '{name}'; available: {', '.join(available_models())}")
+    target, overrides = _REGISTRY[name]
+    model = _resolve(target)({**overrides, **(params or {})})
+    model.name = name
+    return model
+
+
+def load_model(path: str | Path) -> TorchRecommender:
+    """Reload a checkpoint written by `TorchRecommender.save` (same embeddings as when saved)."""
+    checkpoint = torch.load(Path(path), map_location="cpu", weights_only=True)
+    model = create_model(checkpoint["name"], checkpoint["params"])
+    if not isinstance(model, TorchRecommender):
+        raise ValueError(f"{path}: model '{checkpoint['name']}' has no checkpoint format")
+    model.load_state(checkpoint)
+    return model
