@@ -53,7 +53,7 @@ class SimulationConfig:
     visual_signal_share: float = 0.25
     music_nuisance_dim: int = 8
     text_missing_share: float = 0.3
-    text_noise_range: tuple[float, float] = (0.3, 3.0)
+    text_noise_range: tuple[float, float] = (1.0, 30.0)
     feature_noise: float = 0.1
     hidden: int = 256
 
@@ -91,7 +91,7 @@ class _RandomMap:
     """A fixed random 2-layer tanh network from latent factors to a feature vector (one per modality)."""
 
     def __init__(self, rng: np.random.Generator, n_in: int, n_out: int, hidden: int):
-        self.w1 = (rng.standard_normal((n_in, hidden)) * (1.5 / np.sqrt(n_in))).astype(np.float32)
+        self.w1 = (rng.standard_normal((n_in, hidden)) * (3.0 / np.sqrt(n_in))).astype(np.float32)
         self.b1 = (rng.standard_normal(hidden) * 0.5).astype(np.float32)
         self.w2 = (rng.standard_normal((hidden, n_out)) / np.sqrt(hidden)).astype(np.float32)
 

@@ -19,6 +19,11 @@ _REGISTRY: dict[str, tuple[str, dict[str, Any]]] = {
     "popular": ("bgmrec.models.baselines:PopularRank", {}),
     "cca": ("bgmrec.models.baselines:CCARecommender", {}),
     "oracle": ("bgmrec.models.baselines:LatentOracle", {}),
+    "vmcml": ("bgmrec.models.vmcml:VMCMLRecommender", {}),
+    "vmcml-nosl": ("bgmrec.models.vmcml:VMCMLRecommender", {"beta": 0.0}),
+    "vmcml-nolld": ("bgmrec.models.vmcml:VMCMLRecommender", {"use_lld": False}),
+    "vmcml-arcface": ("bgmrec.models.vmcml:VMCMLRecommender", {"lifting_loss": "arcface"}),
+    "cevar": ("bgmrec.models.vmcml:CEVARRecommender", {}),
 }
 
 
@@ -54,3 +59,11 @@ def load_model(path: str | Path) -> TorchRecommender:
         raise ValueError(f"{path}: model '{checkpoint['name']}' has no checkpoint format")
     model.load_state(checkpoint)
     return model
+
+
+# CMVAE and its paper ablations (Tables 3-4); `cmvae@notext` (Table 5) is a benchmark variant of `cmvae`
+register("cmvae", "bgmrec.models.cmvae:CMVAE")
+register("cmvae-gen-none", "bgmrec.models.cmvae:CMVAE", generation="none")
+register("cmvae-gen-dual", "bgmrec.models.cmvae:CMVAE", generation="dual")
+register("cmvae-fusion-moe", "bgmrec.models.cmvae:CMVAE", fusion="moe")
+register("cmvae-fusion-concat", "bgmrec.models.cmvae:CMVAE", fusion="concat")

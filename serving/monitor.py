@@ -1,0 +1,138 @@
+"""Diversity of what the service recommends, over a sliding window of served lists, as Prometheus gauges.
+
+Every served list is recorded (catalog rows). A background thread recomputes the window's diversity with
+`bgmrec.metrics.diversity` (catalog coverage, Gini of exposure, normalised entropy, intra-list diversity, share
+of new music, mean popularity) at most once per `interval` seconds and sets the gauges, so the request path only
+appends to a deque. Errors are counted by endpoint and kind (`bgmrec_request_errors_total`); request counts and
+latencies are BentoML's own `bentoml_service_request_*` metrics.
+
+Gauges use multiprocess_mode="livemostrecent": BentoML serves /metrics in Prometheus multiprocess mode, and with
+several workers the most recently updated live worker's window is reported.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+import numpy as np
+from prometheus_client import Counter, Gauge
+
+from bgmrec.catalog import MusicCatalog
+from bgmrec.metrics import diversity
+
+DIVERSITY_FIELDS = ("coverage", "gini", "entropy", "intra_list_diversity", "new_share", "mean_popularity")
+
+DIVERSITY_GAUGES = {
+    name: Gauge(
+        f"bgmrec_diversity_{name}",
+        f"{name.replace('_', ' ')} of the music recommended over the sliding window of served lists",
+        multiprocess_mode="livemostrecent",
+    )
+    for name in DIVERSITY_FIELDS
+}
+WINDOW_LISTS = Gauge(
+    "bgmrec_diversity_window_lists", "served lists in the diversity window", multiprocess_mode="livemostrecent"
+)
+CATALOG_SIZE = Gauge("bgmrec_catalog_size", "music in the served catalog", multiprocess_mode="livemostrecent")
+CATALOG_VERSION = Gauge(
+    "bgmrec_catalog_version", "version of the served catalog (+1 per refresh)", multiprocess_mode="livemostrecent"
+)
+REQUEST_ERRORS = Counter(
+    "bgmrec_request_errors", "requests rejected by the recommender, by endpoint and kind", ["endpoint", "kind"]
+)
+RECOMMENDATIONS = Counter("bgmrec_recommendations", "recommendation lists served", ["endpoint"])
+
+
+def count_error(endpoint: str, kind: str) -> None:
+    """Count one rejected request (kind: wrong_length, not_finite, k_out_of_range, unknown_video, ...)."""
+    REQUEST_ERRORS.labels(endpoint=endpoint, kind=kind).inc()
+
+
+class DiversityMonitor:
+    """A sliding window of the last `window` served lists and the diversity gauges computed from it."""
+
+    def __init__(self, catalog: MusicCatalog, window: int = 1000, interval: float = 1.0):
+        self.window = window
+        self.interval = interval
+        self._lists: deque[np.ndarray] = deque(maxlen=window)
+        self._catalog = catalog
+        self._lock = threading.Lock()
+        self._dirty = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last: dict[str, float] = {}
+        self.set_catalog(catalog)
+
+    def start(self) -> None:
+        """Start the background thread that refreshes the gauges (idempotent)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="diversity-monitor", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._dirty.set()
+
+    def set_catalog(self, catalog: MusicCatalog, appended: bool = True) -> None:
+        """Follow a catalog swap; rows of an append-only refresh keep their meaning, other swaps reset the window."""
+        with self._lock:
+            if not appended:
+                self._lists.clear()
+            self._catalog = catalog
+        CATALOG_SIZE.set(len(catalog))
+        CATALOG_VERSION.set(catalog.version)
+        self._dirty.set()
+
+    def record(self, rows: np.ndarray) -> None:
+        """Add one served list (catalog rows, best first)."""
+        if len(rows):
+            with self._lock:
+                self._lists.append(np.asarray(rows, dtype=np.int64))
+            self._dirty.set()
+
+    def update(self) -> dict[str, float]:
+        """Recompute the window's diversity and set the gauges; returns the values."""
+        with self._lock:
+            lists = list(self._lists)
+            catalog = self._catalog
+        values = window_diversity(lists, catalog)
+        for name, gauge in DIVERSITY_GAUGES.items():
+            if name in values:
+                gauge.set(values[name])
+        WINDOW_LISTS.set(len(lists))
+        self.last = values
+        return values
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._dirty.wait()
+            if self._stop.is_set():
+                return
+            self._dirty.clear()
+            self.update()
+            time.sleep(self.interval)
+
+
+def window_diversity(lists: list[np.ndarray], catalog: MusicCatalog) -> dict[str, float]:
+    """`bgmrec.metrics.diversity` over lists of varying length.
+
+    Exposure metrics count slots, so they are computed on all slots at once (a (slots, 1) array). Intra-list
+    diversity needs equal-length lists: it is computed per list length and averaged weighted by list count, on
+    the embeddings of the music actually listed (not the whole catalog).
+    """
+    if not lists:
+        return {}
+    slots = np.concatenate(lists)
+    values = diversity(slots[:, None], len(catalog), popularity=catalog.popularity, is_new=catalog.is_new)
+    total, weighted = 0, 0.0
+    for length in sorted({len(row) for row in lists if len(row) > 1}):
+        group = np.stack([row for row in lists if len(row) == length])
+        rows, inverse = np.unique(group, return_inverse=True)
+        ild = diversity(inverse.reshape(group.shape), len(rows), embeddings=catalog.embeddings[rows])
+        weighted += ild["intra_list_diversity"] * len(group)
+        total += len(group)
+    if total:
+        values["intra_list_diversity"] = weighted / total
+    return values

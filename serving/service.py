@@ -1,0 +1,400 @@
+"""The bgmrec BentoML service: background music for a short video, from the production model and the catalog.
+
+Run it with `bgmrec serve --registry DIR [--feast-repo DIR] [--port N]`, or directly:
+`BGMREC_REGISTRY=DIR bentoml serve service:BgmRecommender --working-dir serving --port 3000`.
+
+Endpoints (POST, JSON keyed by parameter name; the upload endpoint takes multipart/form-data):
+- /recommend_by_features  {"visual": [...], "text": [...] | null, "k": 10, "exclude": [...], "mmr_lambda": 1.0,
+                           "popularity_debias": 0.0}
+- /recommend_by_video     {"video_id": "v1", ...options}: vectors from the Feast online store
+- /recommend_by_upload    form fields video (file), description, ...options: decoded and embedded with the
+                          training extractors (bgmrec.media)
+- /catalog                {"offset": 0, "limit": 100}: size, version and a page of the catalog
+- /refresh_catalog        {"music": [{"music_id", "title", "audio_embedding", "audio_lld", "popularity"}]} adds
+                          new music embedded by the production music encoder; {"reload": true} re-reads
+                          REGISTRY/catalog.parquet. The new catalog replaces the old one in one reference swap.
+Bad input gets a 4xx whose message names the problem; BentoML serves /healthz, /livez, /readyz and /metrics.
+
+Configuration (environment, read when the service starts): BGMREC_REGISTRY, BGMREC_FEATURE_REPO, BGMREC_MAX_K,
+BGMREC_MAX_UPLOAD_MB, BGMREC_MONITOR_WINDOW, BGMREC_MONITOR_INTERVAL_S, BGMREC_THREADS, BGMREC_TORCH_THREADS;
+BGMREC_BENTO_MODEL (set in a built Bento) makes the service load the packaged BentoML model instead.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+import bentoml
+import numpy as np
+from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound
+from monitor import RECOMMENDATIONS, DiversityMonitor, count_error
+from pydantic import BaseModel, Field
+
+from bgmrec.catalog import CATALOG_FILE, CatalogError, MusicCatalog, Recommendations, load_catalog
+from bgmrec.models.base import TorchRecommender
+
+PACKAGED_MODEL = os.environ.get("BGMREC_BENTO_MODEL", "")
+CHECKPOINT_FILE = "model.pt"
+
+EXAMPLE_INPUT: dict[str, Any] = {
+    "visual": [0.0] * 8,
+    "text": None,
+    "k": 10,
+    "exclude": [],
+    "mmr_lambda": 1.0,
+    "popularity_debias": 0.0,
+}
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """Knobs of the service, from the environment (the `bgmrec serve` options set them)."""
+
+    registry: Path | None
+    feature_repo: Path | None
+    max_k: int = 100
+    max_upload_bytes: int = 50 * 2**20
+    monitor_window: int = 1000
+    monitor_interval: float = 1.0
+    torch_threads: int = 1
+
+    @classmethod
+    def from_env(cls) -> ServingSettings:
+        env = os.environ
+        return cls(
+            registry=Path(env["BGMREC_REGISTRY"]) if env.get("BGMREC_REGISTRY") else None,
+            feature_repo=Path(env["BGMREC_FEATURE_REPO"]) if env.get("BGMREC_FEATURE_REPO") else None,
+            max_k=int(env.get("BGMREC_MAX_K", 100)),
+            max_upload_bytes=int(float(env.get("BGMREC_MAX_UPLOAD_MB", 50)) * 2**20),
+            monitor_window=int(env.get("BGMREC_MONITOR_WINDOW", 1000)),
+            monitor_interval=float(env.get("BGMREC_MONITOR_INTERVAL_S", 1.0)),
+            torch_threads=int(env.get("BGMREC_TORCH_THREADS", 1)),
+        )
+
+
+class PayloadTooLarge(BentoMLException):
+    """An upload over the size limit (HTTP 413)."""
+
+    error_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class RecommendedMusic(BaseModel):
+    music_id: str
+    title: str
+    score: float = Field(description="cosine of the video and music embeddings")
+
+
+class RecommendationList(BaseModel):
+    items: list[RecommendedMusic]
+    k: int
+    catalog_version: int
+    model_version: str
+
+
+class NewMusic(BaseModel):
+    music_id: str
+    title: str | None = None
+    audio_embedding: list[float]
+    audio_lld: list[float]
+    popularity: float = 0.0
+
+
+class _Rejected(InvalidArgument):
+    """A 400 that also names the error kind counted in Prometheus."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def _vector(name: str, values: list[float], dim: int) -> np.ndarray:
+    """A finite float32 vector of length dim, or a 400 naming the field and the problem."""
+    vector = np.asarray(values, dtype=np.float32)
+    if vector.ndim != 1 or len(vector) != dim:
+        raise _Rejected("wrong_length", f"{name} has {vector.size} values, expected {dim}")
+    bad = np.flatnonzero(~np.isfinite(vector))
+    if len(bad):
+        raise _Rejected("not_finite", f"{name}[{int(bad[0])}] is {vector[bad[0]]}: values must be finite numbers")
+    return vector
+
+
+def _load_model(path: Path) -> TorchRecommender:
+    from bgmrec.models import load_model
+
+    return load_model(path)
+
+
+@bentoml.service(
+    name="bgmrec",
+    workers=1,
+    threads=int(os.environ.get("BGMREC_THREADS", 4)),
+    traffic={"timeout": 60},
+)
+class BgmRecommender:
+    """Top-K background music for a video, with diversity options and diversity monitoring."""
+
+    bento_model = bentoml.models.BentoModel(PACKAGED_MODEL) if PACKAGED_MODEL else None
+
+    def __init__(self) -> None:
+        import torch
+
+        self.settings = ServingSettings.from_env()
+        torch.set_num_threads(self.settings.torch_threads)
+        if self.bento_model is not None:
+            stored = Path(self.bento_model.path)
+            self.model = _load_model(stored / CHECKPOINT_FILE)
+            self.catalog_path = stored / CATALOG_FILE
+            self.model_version = str(self.bento_model.info.metadata.get("registry_version", self.bento_model.tag))
+        else:
+            from bgmrec.registry import ModelRegistry
+
+            if self.settings.registry is None:
+                raise RuntimeError("set BGMREC_REGISTRY (or `bgmrec serve --registry DIR`) to the model registry")
+            registry = ModelRegistry(self.settings.registry)
+            record = registry.production()
+            if record is None:
+                raise RuntimeError(f"no production model in {registry.root}; run the gate step first")
+            self.model = registry.load_production()
+            self.catalog_path = registry.root / CATALOG_FILE
+            self.model_version = str(record["version"])
+        self.catalog: MusicCatalog = load_catalog(self.catalog_path)
+        self._refresh_lock = threading.Lock()
+        self.monitor = DiversityMonitor(self.catalog, self.settings.monitor_window, self.settings.monitor_interval)
+        self.monitor.start()
+        self._feature_store: Any = None
+        if self.settings.feature_repo is not None:
+            from bgmrec import feature_store
+
+            self._feature_store = feature_store.open_store(self.settings.feature_repo)
+
+    # -- shared request path -------------------------------------------------------------------------------
+
+    def _recommend(
+        self,
+        endpoint: str,
+        visual: np.ndarray,
+        text: np.ndarray | None,
+        k: int,
+        exclude: list[str],
+        mmr_lambda: float,
+        popularity_debias: float,
+    ) -> RecommendationList:
+        catalog = self.catalog  # one reference for the whole request: a refresh never changes it mid-way
+        try:
+            if not 1 <= k <= self.settings.max_k:
+                raise _Rejected("k_out_of_range", f"k={k} is out of range: it must be between 1 and {self.settings.max_k}")
+            if not 0.0 <= mmr_lambda <= 1.0:
+                raise _Rejected("option_out_of_range", f"mmr_lambda={mmr_lambda} is out of range: it must be in [0, 1]")
+            if not (0.0 <= popularity_debias < float("inf")):
+                raise _Rejected(
+                    "option_out_of_range", f"popularity_debias={popularity_debias} is out of range: it must be >= 0"
+                )
+            query = self.model.embed_videos(visual[None, :], None if text is None else text[None, :])
+            ranked: Recommendations = catalog.top_k(query[0], k, exclude, mmr_lambda, popularity_debias)
+        except _Rejected as exc:
+            count_error(endpoint, exc.kind)
+            raise
+        self.monitor.record(ranked.index)
+        RECOMMENDATIONS.labels(endpoint=endpoint).inc()
+        return RecommendationList(
+            items=[
+                RecommendedMusic(music_id=str(catalog.ids[i]), title=str(catalog.titles[i]), score=float(s))
+                for i, s in zip(ranked.index, ranked.scores, strict=True)
+            ],
+            k=k,
+            catalog_version=catalog.version,
+            model_version=self.model_version,
+        )
+
+    def _reject(self, endpoint: str, kind: str, message: str, error: type[BentoMLException] = InvalidArgument):
+        count_error(endpoint, kind)
+        return error(message)
+
+    # -- endpoints -----------------------------------------------------------------------------------------
+
+    @bentoml.api
+    def recommend_by_features(
+        self,
+        visual: list[float] = EXAMPLE_INPUT["visual"],
+        text: list[float] | None = None,
+        k: int = 10,
+        exclude: list[str] = EXAMPLE_INPUT["exclude"],
+        mmr_lambda: float = 1.0,
+        popularity_debias: float = 0.0,
+    ) -> RecommendationList:
+        """Top-k music for a video given as feature vectors (visual, and text unless the video has no description)."""
+        dims = self.model.dims
+        try:
+            visual_vec = _vector("visual", visual, dims["visual"])
+            text_vec = None if text is None else _vector("text", text, dims["text"])
+        except _Rejected as exc:
+            count_error("recommend_by_features", exc.kind)
+            raise
+        return self._recommend("recommend_by_features", visual_vec, text_vec, k, exclude, mmr_lambda, popularity_debias)
+
+    @bentoml.api
+    def recommend_by_video(
+        self,
+        video_id: str,
+        k: int = 10,
+        exclude: list[str] = EXAMPLE_INPUT["exclude"],
+        mmr_lambda: float = 1.0,
+        popularity_debias: float = 0.0,
+    ) -> RecommendationList:
+        """Top-k music for a video known to the Feast online store, by its id."""
+        endpoint = "recommend_by_video"
+        try:
+            visual, text = self._online_video_vectors(endpoint, video_id)
+        except _Rejected as exc:
+            count_error(endpoint, exc.kind)
+            raise
+        return self._recommend(endpoint, visual, text, k, exclude, mmr_lambda, popularity_debias)
+
+    @bentoml.api
+    def recommend_by_upload(
+        self,
+        video: Path,
+        description: str | None = None,
+        k: int = 10,
+        mmr_lambda: float = 1.0,
+        popularity_debias: float = 0.0,
+    ) -> RecommendationList:
+        """Top-k music for an uploaded video file (multipart), embedded with the training feature extractors."""
+        endpoint = "recommend_by_upload"
+        size = video.stat().st_size
+        if size == 0:
+            raise self._reject(endpoint, "empty_upload", "video upload is empty (0 bytes)")
+        if size > self.settings.max_upload_bytes:
+            raise self._reject(
+                endpoint,
+                "upload_too_large",
+                f"video upload has {size} bytes, over the limit of {self.settings.max_upload_bytes} bytes",
+                PayloadTooLarge,
+            )
+        visual, text = self._embed_upload(endpoint, video, description)
+        return self._recommend(endpoint, visual, text, k, [], mmr_lambda, popularity_debias)
+
+    @bentoml.api(route="/catalog")
+    def catalog_info(self, offset: int = 0, limit: int = 100) -> dict[str, Any]:
+        """Catalog size, version, embedding dim, new-music count and one page of (music_id, title, is_new)."""
+        catalog = self.catalog
+        if offset < 0 or not 0 <= limit <= 1000:
+            raise self._reject(
+                "catalog_info", "option_out_of_range",
+                f"offset={offset}, limit={limit}: offset must be >= 0 and limit between 0 and 1000",
+            )
+        rows = range(min(offset, len(catalog)), min(offset + limit, len(catalog)))
+        return {
+            "size": len(catalog),
+            "version": catalog.version,
+            "dim": catalog.dim,
+            "new_music": int(catalog.is_new.sum()),
+            "model_version": self.model_version,
+            "items": [
+                {"music_id": str(catalog.ids[i]), "title": str(catalog.titles[i]), "is_new": bool(catalog.is_new[i])}
+                for i in rows
+            ],
+        }
+
+    @bentoml.api
+    def refresh_catalog(self, music: list[NewMusic] | None = None, reload: bool = False) -> dict[str, Any]:
+        """Add new music (embedded by the production music encoder) or reload the registry's catalog file.
+
+        The new catalog is built aside and swapped in with one reference assignment: requests in flight finish
+        on the catalog they started with, and no request waits for the refresh.
+        """
+        endpoint = "refresh_catalog"
+        if not music and not reload:
+            raise self._reject(endpoint, "empty_refresh", "refresh_catalog needs new `music` items or reload=true")
+        with self._refresh_lock:  # refreshes are serialised; requests are not blocked
+            current = self.catalog
+            if reload:
+                try:
+                    fresh = load_catalog(self.catalog_path)
+                except CatalogError as exc:
+                    raise self._reject(endpoint, "catalog_file", str(exc), NotFound) from exc
+                if fresh.dim != current.dim:
+                    raise self._reject(
+                        endpoint, "catalog_file",
+                        f"{self.catalog_path}: embeddings have {fresh.dim} dims, the model embeds in {current.dim}",
+                    )
+                fresh = _with_version(fresh, current.version + 1)
+                appended = False
+            else:
+                fresh = self._added(endpoint, current, music or [])
+                appended = True
+            self.catalog = fresh
+            self.monitor.set_catalog(fresh, appended=appended)
+        return {"size": len(fresh), "version": fresh.version, "added": len(fresh) - len(current) if appended else None}
+
+    # -- helpers -------------------------------------------------------------------------------------------
+
+    def _added(self, endpoint: str, current: MusicCatalog, music: list[NewMusic]) -> MusicCatalog:
+        dims = self.model.dims
+        try:
+            audio = np.stack([_vector(f"music {m.music_id}: audio_embedding", m.audio_embedding,
+                                      dims["audio_embedding"]) for m in music])
+            lld = np.stack([_vector(f"music {m.music_id}: audio_lld", m.audio_lld, dims["audio_lld"]) for m in music])
+        except _Rejected as exc:
+            count_error(endpoint, exc.kind)
+            raise
+        ids = [m.music_id for m in music]
+        try:
+            embeddings = self.model.embed_music(audio, lld, np.asarray(ids, dtype=object))
+            return current.add(
+                ids, embeddings, [m.title for m in music], np.asarray([m.popularity for m in music], dtype=np.float64)
+            )
+        except CatalogError as exc:
+            raise self._reject(endpoint, "duplicate_music", str(exc)) from exc
+
+    def _online_video_vectors(self, endpoint: str, video_id: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """One video's (visual, text or None) from the Feast online store (one long-lived FeatureStore)."""
+        if self._feature_store is None:
+            raise self._reject(endpoint, "feature_store_unavailable",
+                               "recommend_by_video is unavailable: start the service with --feast-repo DIR",
+                               _Unavailable)
+        from bgmrec.feature_store import online_video_vectors
+
+        vectors, unknown = online_video_vectors(self._feature_store, [video_id])
+        if unknown:
+            raise self._reject(endpoint, "unknown_video", f"video_id {video_id!r} is not in the feature store", NotFound)
+        dims = self.model.dims
+        text = _vector("text", vectors.text[0], dims["text"]) if bool(vectors.has_text[0]) else None
+        return _vector("visual", vectors.visual[0], dims["visual"]), text
+
+    def _embed_upload(self, endpoint: str, path: Path, description: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+        try:
+            from bgmrec.media import embed_video_file
+        except ImportError as exc:
+            raise self._reject(endpoint, "media_unavailable",
+                               "recommend_by_upload is unavailable: bgmrec.media.embed_video_file is missing",
+                               _Unavailable) from exc
+        try:
+            visual, text = embed_video_file(path, description)
+        except ValueError as exc:
+            raise self._reject(endpoint, "corrupt_upload", f"video upload could not be decoded: {exc}") from exc
+        dims = self.model.dims
+        if len(visual) != dims["visual"]:
+            raise self._reject(
+                endpoint, "extractor_mismatch",
+                f"the video extractor gives {len(visual)} visual values but the production model expects "
+                f"{dims['visual']}: this model was not trained on the media extractors' features",
+                _Unavailable,
+            )
+        return np.asarray(visual, np.float32), None if text is None else np.asarray(text, np.float32)
+
+
+class _Unavailable(BentoMLException):
+    """A feature this deployment cannot serve, reported with its message (HTTP 409; BentoML hides 5xx messages)."""
+
+    error_code = HTTPStatus.CONFLICT
+
+
+def _with_version(catalog: MusicCatalog, version: int) -> MusicCatalog:
+    return MusicCatalog(catalog.ids, catalog.titles, catalog.embeddings, catalog.popularity, catalog.is_new, version)
+
