@@ -85,7 +85,8 @@ def markdown_table(benchmark: dict[str, Any]) -> str:
     """One markdown table of a benchmark result (rows: models; columns: both protocols, fit time)."""
     header = ["model", *METRIC_KEYS, "of oracle (R@10)", "fit s"]
     lines = [
-        f"Split `{benchmark['split']}`, {benchmark['n_music']} music, {benchmark['n_videos']} videos, seed {benchmark['seed']}",
+        f"Split `{benchmark['split']}`, {benchmark['n_music']} music, {benchmark['n_videos']} videos, "
+        f"seed {benchmark['seed']}",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),

@@ -56,7 +56,9 @@ def evaluate(
         g, t = rank_counts(scores, true_column[sl])
         greater[sl], ties[sl] = g, t
         chunk_rows = np.arange(scores.shape[0])[:, None]
-        candidates = np.concatenate([scores[chunk_rows[:, 0], true_column[sl]][:, None], scores[chunk_rows, neg_columns[sl]]], 1)
+        candidates = np.concatenate(
+            [scores[chunk_rows[:, 0], true_column[sl]][:, None], scores[chunk_rows, neg_columns[sl]]], 1
+        )
         g, t = rank_counts(candidates, np.zeros(len(candidates), np.int64))
         ips_greater[sl], ips_ties[sl] = g, t
     weights = ips_weights(dataset.popularity[true_music])

@@ -1,4 +1,4 @@
-"""The Feast glue: one long-lived FeatureStore per repo, apply + materialize, online lookups, pushes, training data.
+"""Feast glue: one FeatureStore per repo, apply + materialize, online lookups, pushes, training data.
 
 The repo (features/) holds one definitions file and feature_store.yaml; its offline tables live in REPO/data/,
 staged from a dataset by `stage_repo_data` (the contract's feature tables plus music_statistics.parquet).
@@ -157,9 +157,9 @@ def _vectors(values: list[Any], column: str) -> tuple[np.ndarray, np.ndarray]:
 def online_video_vectors(
     store: FeatureStore, video_ids: list[str] | np.ndarray
 ) -> tuple[VideoVectors, list[str]]:
-    """Video vectors from the online store, in the order asked; ids without a visual vector are returned apart.
+    """Video vectors from the online store, in the order asked; ids without a visual vector are set apart.
 
-    The VideoVectors hold only the known videos; the list names the unknown ones (serving answers 404 for them).
+    The VideoVectors hold only the known videos; the list names the unknown ones (serving answers 404).
     """
     ids = [str(v) for v in video_ids]
     if not ids:

@@ -54,7 +54,7 @@ def write_training_curves(history: list[dict[str, Any]], out_dir: Path, title: s
 
 
 def write_recall_curves(metrics: dict[str, dict[str, Any]], out_dir: Path, title: str) -> dict[str, str]:
-    """Recall@K curves of one model: OUT/recall_full.csv and OUT/recall_ips.csv (k, one column per split) + PNG.
+    """Recall@K curves of one model: OUT/recall_full.csv, OUT/recall_ips.csv (k, a column per split) + PNG.
 
     `metrics` maps split kind -> evaluate() result of its test part.
     """

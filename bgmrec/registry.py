@@ -28,7 +28,7 @@ _VERSION_RE = re.compile(r"^v(\d{4,})-")
 
 
 def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    """Nested metrics ({"weak": {"test": {"recall@10": .3}}}) as {"weak.test.recall@10": .3}; non-numbers dropped."""
+    """Nested metrics ({"weak": {"recall@10": .3}}) as {"weak.recall@10": .3}; non-numbers are dropped."""
     flat: dict[str, float] = {}
     for key, value in metrics.items():
         name = f"{prefix}{key}"
@@ -55,7 +55,7 @@ def gate(
 ) -> GateDecision:
     """Pass only if every thresholded metric is met AND none is worse than production's minus `tolerance`.
 
-    Metric names are flattened dotted paths (see `flatten_metrics`), e.g. `weak.test.recall@10`. A threshold
+    Metric names are flattened dotted paths (see `flatten_metrics`), e.g. `weak.recall@10`. A threshold
     on a metric the candidate lacks fails the gate (a gate that cannot check must not pass).
     """
     if not thresholds:

@@ -40,6 +40,70 @@ def build_catalog_step(dataset_dir: str | Path, registry_dir: str | Path) -> dic
             "dim": catalog.dim, "model_version": record["version"]}
 
 
+BENTO_MODEL_NAME = "bgmrec-recommender"
+
+
+def build_bento_step(registry_dir: str | Path, version: str | None = None) -> dict[str, Any]:
+    """Package the production model and catalog as the BentoML model `bgmrec-recommender`, then build the Bento.
+
+    The model folder holds model.pt (the registry's checkpoint) and catalog.parquet; the Bento is built from
+    serving/bentofile.yaml with BGMREC_BENTO_MODEL pinned to the new model's tag, so the service declares that
+    BentoModel at class level and the model travels inside the Bento. The bgmrec package goes in as a wheel.
+    Uses BENTOML_HOME for the stores (set it to keep them inside a project or a temp dir).
+    """
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    import bentoml
+    import yaml
+
+    from bgmrec.catalog import CATALOG_FILE
+    from bgmrec.registry import ModelRegistry
+
+    registry = ModelRegistry(registry_dir)
+    record = registry.production()
+    if record is None:
+        raise FileNotFoundError(f"no production model in {registry.root}; run the gate step first")
+    catalog = registry.root / CATALOG_FILE
+    if not catalog.exists():
+        raise FileNotFoundError(f"{catalog} does not exist; run `bgmrec build-catalog` first")
+    root = Path(__file__).resolve().parents[1]
+    serving = root / "serving"
+    with bentoml.models.create(
+        BENTO_MODEL_NAME,
+        labels={"model_name": record["model_name"]},
+        metadata={"registry_version": record["version"], "registry": str(registry.root)},
+    ) as bento_model:
+        shutil.copy2(record["checkpoint"], bento_model.path_of("model.pt"))
+        shutil.copy2(catalog, bento_model.path_of(CATALOG_FILE))
+    tag = str(bento_model.tag)
+    config = yaml.safe_load((serving / "bentofile.yaml").read_text())
+    with tempfile.TemporaryDirectory(prefix="bgmrec-bento-") as work:
+        # A copy of serving/ as the build context: BentoML wants wheels given relative to it.
+        context = Path(shutil.copytree(serving, Path(work) / "serving", ignore=shutil.ignore_patterns("__pycache__")))
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                        str(context / "wheels"), str(root)], check=True)
+        wheels = [str(p.relative_to(context)) for p in (context / "wheels").glob("bgmrec-*.whl")]
+        config["python"] = {**config.get("python", {}), "wheels": wheels}
+        config["envs"] = [*config.get("envs", []), {"name": "BGMREC_BENTO_MODEL", "value": tag}]
+        config["models"] = [tag]
+        bentofile = context / "bentofile.yaml"
+        bentofile.write_text(yaml.safe_dump(config, sort_keys=False))
+        previous = os.environ.get("BGMREC_BENTO_MODEL")
+        os.environ["BGMREC_BENTO_MODEL"] = tag  # the service module reads it when the build imports it
+        try:
+            bento = bentoml.bentos.build_bentofile(str(bentofile), version=version, build_ctx=str(context))
+        finally:
+            if previous is None:
+                os.environ.pop("BGMREC_BENTO_MODEL", None)
+            else:
+                os.environ["BGMREC_BENTO_MODEL"] = previous
+    return {"bento": str(bento.tag), "model": tag, "registry_version": record["version"], "path": bento.path}
+
+
 def read_params(path: str | Path) -> dict[str, Any]:
     """params.yaml as a mapping (every step's knobs, grouped by step); an empty file is {}."""
     import yaml
@@ -48,6 +112,28 @@ def read_params(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: params file not found")
     return yaml.safe_load(path.read_text()) or {}
+
+
+# ---------------------------------------------------------------- media: sample data set, feature extraction
+
+
+def sample_media_step(out_dir: str | Path, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Generate the bundled sample media data set (params `sample_media:`) into OUT, manifests in the contract."""
+    from bgmrec.media.sample import generate_sample_media
+
+    return {"out": str(out_dir), **generate_sample_media(out_dir, params)}
+
+
+def extract_step(dataset_dir: str | Path, params: dict[str, Any] | None = None, console: Any = None) -> dict[str, Any]:
+    """Media → music_features.parquet / video_features.parquet (params `extract:`); bad items are reported in
+    DATASET/extraction_report.json and skipped. `ok` is False when any item failed.
+    """
+    from bgmrec.media.extract import extract_dataset
+
+    report = extract_dataset(dataset_dir, params, console=console)
+    return {"ok": report.ok, "counts": report.counts, "seconds": report.seconds, "outputs": report.outputs,
+            "dims": {kind: info["dim"] for kind, info in report.extractors.items()},
+            "failures": [str(f) for f in report.failures]}
 
 
 # ---------------------------------------------------------------- data layer: validation, Feast, train, gate
@@ -62,18 +148,19 @@ def validate_manifests_step(
     """
     from bgmrec.validation import DEFAULT_MAX_DESCRIPTION_CHARS, raise_on_failure, validate_manifests
 
-    report = validate_manifests(dataset_dir, report_dir, max_description_chars or DEFAULT_MAX_DESCRIPTION_CHARS,
-                                data_root)
+    max_chars = max_description_chars or DEFAULT_MAX_DESCRIPTION_CHARS
+    report = validate_manifests(dataset_dir, report_dir, max_chars, data_root)
     raise_on_failure(report)
     return {"passed": True, "tables": report.tables, "summary": str(Path(report.report_dir) / "summary.txt"),
             "data_docs": report.data_docs}
 
 
 def validate_features_step(
-    dataset_dir: str | Path, report_dir: str | Path, min_norm: float | None = None, max_norm: float | None = None,
+    dataset_dir: str | Path, report_dir: str | Path, min_norm: float | None = None,
+    max_norm: float | None = None,
 ) -> dict[str, Any]:
-    """Great Expectations on the feature tables (keys, row counts, embedding length/finiteness/norm); writes the
-    report and raises ValidationFailed naming the offending rows when anything fails.
+    """Great Expectations on the feature tables (keys, row counts, embedding length, finiteness, norm); writes
+    the report and raises ValidationFailed naming the offending rows when anything fails.
     """
     from bgmrec.validation import DEFAULT_MAX_NORM, DEFAULT_MIN_NORM, raise_on_failure, validate_features
 
@@ -85,8 +172,10 @@ def validate_features_step(
             "data_docs": report.data_docs}
 
 
-def feast_apply_step(repo_dir: str | Path, dataset_dir: str | Path, config: str = "feature_store.yaml") -> dict[str, Any]:
-    """Stage the dataset's feature tables into the Feast repo, apply its definitions and materialize online."""
+def feast_apply_step(
+    repo_dir: str | Path, dataset_dir: str | Path, config: str = "feature_store.yaml"
+) -> dict[str, Any]:
+    """Stage the dataset's feature tables into the Feast repo, apply its definitions, materialize online."""
     from bgmrec.feature_store import apply_repo, materialize_all, open_store, stage_repo_data
 
     rows = stage_repo_data(repo_dir, dataset_dir)
@@ -97,11 +186,12 @@ def feast_apply_step(repo_dir: str | Path, dataset_dir: str | Path, config: str 
 
 
 def train_step(
-    dataset_dir: str | Path, split_kind: str, model_name: str, params: dict[str, Any] | None, out_dir: str | Path,
-    feature_repo: str | Path | None = None, feature_service: str | None = None, seed: int = 0,
+    dataset_dir: str | Path, split_kind: str, model_name: str, params: dict[str, Any] | None,
+    out_dir: str | Path, feature_repo: str | Path | None = None, feature_service: str | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Train a registered torch model on one split; vectors come from Feast (`get_historical_features`, service
-    `<model>_features` unless named) when a feature repo is given, else from the dataset's files.
+    """Train a registered torch model on one split; vectors come from Feast (`get_historical_features`,
+    service `<model>_features` unless named) when a feature repo is given, else from the dataset's files.
     Writes OUT/model.pt, OUT/train.json, OUT/history.csv and OUT/training_curves.png.
     """
     import json
@@ -124,7 +214,7 @@ def train_step(
     split = load_or_make_split(dataset, split_kind, seed)
     model = create_model(model_name, params)
     if not isinstance(model, TorchRecommender):
-        raise ValueError(f"model '{model_name}' is not a torch model: it has no checkpoint to train and register")
+        raise ValueError(f"model '{model_name}' is not a torch model: it has no checkpoint to register")
     report = model.fit(TrainingData(dataset, split, seed)) or {}
     checkpoint = model.save(out / "model.pt")
     history = report.pop("history", model.history)
@@ -142,7 +232,7 @@ def evaluate_step(
     """Both protocols (Recall@K full gallery, IPS Recall@K) on the test part of each split kind.
 
     `checkpoint` is one checkpoint for every split, or {split_kind: checkpoint} so the strong split is scored
-    by a model that never saw its test music. Writes {split_kind: metrics} to OUT and Recall@K curves to plots_dir.
+    by a model that never saw its test music. Writes {split_kind: metrics} to OUT, Recall@K curves to plots_dir.
     """
     import json
 
@@ -175,20 +265,101 @@ def gate_step(
     """Register and promote the checkpoint only if every threshold is met and no gated metric is worse than
     production's minus the tolerance; production is untouched otherwise. Returns the decision and its reasons.
     """
+    decision = gate_decision_step(metrics_json, registry_dir, thresholds, tolerance)
+    version = None
+    if decision["passed"]:
+        version = register_model_step(metrics_json, registry_dir, model_name, checkpoint)["version"]
+    return {"passed": decision["passed"], "reasons": decision["reasons"], "version": version,
+            "production": version or decision["production"], "model_name": model_name}
+
+
+def gate_decision_step(
+    metrics_json: str | Path, registry_dir: str | Path, thresholds: dict[str, float], tolerance: float
+) -> dict[str, Any]:
+    """The gate's verdict alone (nothing is written): thresholds met AND not worse than production's metrics
+    minus the tolerance. The KFP pipeline branches on `passed` (dsl.If) before registering.
+    """
     import json
 
     from bgmrec.registry import ModelRegistry, gate
 
     metrics = json.loads(Path(metrics_json).read_text())
-    registry = ModelRegistry(registry_dir)
-    production = registry.production()
+    production = ModelRegistry(registry_dir).production()
     decision = gate(metrics, thresholds, production["metrics"] if production else None, tolerance)
-    version = None
-    if decision.passed:
-        version = registry.register(checkpoint, metrics, model_name)
-        registry.promote(version)
-    return {"passed": decision.passed, "reasons": decision.reasons, "version": version,
-            "production": version or (production or {}).get("version"), "model_name": model_name}
+    return {"passed": decision.passed, "reasons": decision.reasons,
+            "production": (production or {}).get("version")}
+
+
+def register_model_step(
+    metrics_json: str | Path, registry_dir: str | Path, model_name: str, checkpoint: str | Path
+) -> dict[str, Any]:
+    """Register a checkpoint with its metrics and promote it to production (call only after the gate passed)."""
+    import json
+
+    from bgmrec.registry import ModelRegistry
+
+    registry = ModelRegistry(registry_dir)
+    version = registry.register(checkpoint, json.loads(Path(metrics_json).read_text()), model_name)
+    registry.promote(version)
+    return {"version": version, "model_name": model_name}
+
+
+# ---------------------------------------------------------------- sharded extraction (the KFP training pipeline)
+
+
+def media_to_extract(dataset_dir: str | Path) -> bool:
+    """Whether the dataset's manifests point to media files. A dataset without media paths but with feature
+    tables (e.g. `bgmrec simulate`) has its features precomputed: extraction has nothing to do."""
+    from bgmrec.data.contract import MUSIC_FEATURES_FILE, VIDEO_FEATURES_FILE, load_manifests
+
+    music, videos = load_manifests(dataset_dir)
+    has_paths = "audio_path" in music.columns and "video_path" in videos.columns
+    if has_paths:
+        return True
+    root = Path(dataset_dir)
+    if not ((root / MUSIC_FEATURES_FILE).exists() and (root / VIDEO_FEATURES_FILE).exists()):
+        raise ValueError(f"{root}: the manifests have no audio_path/video_path and there are no feature tables: "
+                         "nothing to train on")
+    return False
+
+
+def extract_shard_step(
+    dataset_dir: str | Path, shard: int, n_shards: int, params: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Extract every n_shards-th music and video into the dataset's content-hash feature cache (one ParallelFor
+    shard); `extract_step` afterwards assembles the feature tables from the cache (and fits audio_lld's PCA on
+    the whole catalog). Bad items are reported here and again, authoritatively, by `extract_step`.
+    """
+    from bgmrec.data.contract import load_manifests
+    from bgmrec.media.cache import FeatureCache
+    from bgmrec.media.config import ExtractionConfig
+    from bgmrec.media.extract import _music_raw, _videos
+    from bgmrec.media.report import ExtractionReport
+
+    if not 0 <= shard < n_shards:
+        raise ValueError(f"shard {shard} is out of range for {n_shards} shard(s)")
+    if not media_to_extract(dataset_dir):
+        return {"shard": shard, "music": 0, "videos": 0, "skipped": "features are precomputed", "failures": []}
+    config = ExtractionConfig.from_params({**(params or {}), "progress": False})
+    root = Path(dataset_dir)
+    music, videos = load_manifests(root)
+    music, videos = music.iloc[shard::n_shards], videos.iloc[shard::n_shards].reset_index(drop=True)
+    cache, report = FeatureCache(config.cache_root(root)), ExtractionReport()
+    _music_raw(list(zip(music["music_id"].astype(str), music["audio_path"], strict=True)), root, config, cache, report)
+    _videos(videos, root, config, cache, report)
+    return {"shard": shard, "music": len(music), "videos": len(videos), "failures": [str(f) for f in report.failures]}
+
+
+def assemble_features_step(dataset_dir: str | Path, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """After the shards: `extract_step` over the whole dataset (cache hits), or nothing when the features are
+    precomputed. Raises when any item failed, naming them, so no model trains on a partial catalog."""
+    if not media_to_extract(dataset_dir):
+        return {"ok": True, "skipped": "features are precomputed", "failures": []}
+    result = extract_step(dataset_dir, {**(params or {}), "progress": False})
+    if not result["ok"]:
+        raise ValueError(f"{dataset_dir}: extraction failed for {len(result['failures'])} item(s): "
+                         + "; ".join(result["failures"][:20]))
+    return result
 
 
 # ---------------------------------------------------------------- new music batches

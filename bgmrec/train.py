@@ -47,7 +47,9 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
-def training_tensors(data: TrainingData, device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def training_tensors(
+    data: TrainingData, device: torch.device
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """The training videos' tensors and the training music bank, on the device."""
     ds = data.dataset
     assert ds.video_vectors is not None and ds.music_vectors is not None
@@ -98,7 +100,10 @@ def fit_torch(rec: TorchRecommender, data: TrainingData) -> dict[str, Any]:
     history: list[dict[str, float]] = []
     started = time.perf_counter()
     progress = Progress(
-        TextColumn(f"[bold]{rec.name}[/]"), BarColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+        TextColumn(f"[bold]{rec.name}[/]"),
+        BarColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
         disable=not p["progress"],
     )
     with progress:
@@ -126,7 +131,11 @@ def fit_torch(rec: TorchRecommender, data: TrainingData) -> dict[str, Any]:
                 for key, value in {"loss": float(loss.detach()), **logs}.items():
                     totals[key] = totals.get(key, 0.0) + float(value)
             record: dict[str, float] = {k: v / max(steps, 1) for k, v in totals.items()}
-            record.update(epoch=epoch, seconds=time.perf_counter() - epoch_start, videos_per_s=n / max(time.perf_counter() - epoch_start, 1e-9))
+            record.update(
+                epoch=epoch,
+                seconds=time.perf_counter() - epoch_start,
+                videos_per_s=n / max(time.perf_counter() - epoch_start, 1e-9),
+            )
             if has_val:
                 val = evaluate(rec, ds, data.split, "val")
                 record.update({f"val_{k}": v for k, v in val.items() if isinstance(v, float)})
@@ -137,7 +146,11 @@ def fit_torch(rec: TorchRecommender, data: TrainingData) -> dict[str, Any]:
                 else:
                     stale += 1
             history.append(record)
-            progress.update(task, advance=1, description=f"loss {record.get('loss', 0):.4f} val {metric} {record.get(f'val_{metric}', float('nan')):.4f}")
+            progress.update(
+                task,
+                advance=1,
+                description=f"loss {record.get('loss', 0):.4f} val {metric} {record.get('val_' + metric, np.nan):.4f}",
+            )
             if has_val and stale >= int(p["patience"]):
                 break
             if p["max_seconds"] and time.perf_counter() - started > float(p["max_seconds"]):

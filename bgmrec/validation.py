@@ -2,13 +2,13 @@
 
 - Manifests (music.parquet, videos.parquet): ids present and unique, every video's music_id in music.parquet,
   description lengths bounded, media paths inside the data root and present on disk.
-- Feature tables (music_features.parquet, video_features.parquet): keys present and unique, one row per manifest
-  id (row count and membership), every vector column passes `ExpectColumnValuesToBeEmbeddings` (length, finite,
-  L2 norm in a plausible range; a null `text` means "no description" and is allowed).
+- Feature tables (music_features.parquet, video_features.parquet): keys present and unique, one row per
+  manifest id (row count and membership), every vector column passes `ExpectColumnValuesToBeEmbeddings`
+  (length, finite, L2 norm in a plausible range; a null `text` means "no description" and is allowed).
 
-A run writes REPORT_DIR/summary.txt (short, names the offending rows), REPORT_DIR/result.json and Data Docs HTML
-under REPORT_DIR/data_docs/ (index.html). Relations GX has no row-level expectation for (foreign keys, paths) are
-checked through derived boolean columns so the offending rows are still reported by id.
+A run writes REPORT_DIR/summary.txt (short, names the offending rows), REPORT_DIR/result.json and Data Docs
+HTML under REPORT_DIR/data_docs/ (index.html). Relations GX has no row-level expectation for (foreign keys,
+paths) are checked through derived boolean columns so the offending rows are still reported by id.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def _gx():
 
 
 def _embedding_expectation_class():
-    """Define (once) the custom metric and expectation for embedding columns; returns the expectation class."""
+    """Define (once) the custom metric and expectation for embedding columns; returns the expectation."""
     global _EMBEDDING_EXPECTATION
     if _EMBEDDING_EXPECTATION is not None:
         return _EMBEDDING_EXPECTATION
@@ -131,7 +131,7 @@ def _embedding_expectation_class():
             return pd.Series(embedding_rows_ok(column, dim, min_norm, max_norm), index=column.index)
 
     class ExpectColumnValuesToBeEmbeddings(ColumnMapExpectation):
-        """Expect each non-null value to be an embedding: `dim` finite numbers, L2 norm in [min_norm, max_norm].
+        """Expect each non-null value to be `dim` finite numbers with an L2 norm in [min_norm, max_norm].
 
         GX's ExpectColumnValueLengthsToEqual marks every list cell unexpected, hence this expectation.
         """
@@ -246,7 +246,7 @@ def _add_path_checks(frame: pd.DataFrame, column: str, root: Path, base: Path, g
 def _run(
     suite_name: str, dataset_dir: Path, report_dir: Path, tables: list[_Table], failures: list[Failure]
 ) -> ValidationReport:
-    """Run each table's expectations with GX, collect failures by row id, write summary, JSON and Data Docs."""
+    """Run each table's expectations with GX, collect failures by row id; write summary, JSON, Data Docs."""
     gx = _gx()
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -333,7 +333,7 @@ def validate_manifests(
     max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS,
     data_root: str | Path | None = None,
 ) -> ValidationReport:
-    """Validate music.parquet and videos.parquet; media paths are relative to the dataset and inside data_root."""
+    """Validate music.parquet and videos.parquet; media paths are relative to the dataset, in data_root."""
     gx = _gx()
     gxe = gx.expectations
     dataset_dir = Path(dataset_dir)

@@ -1,8 +1,8 @@
 """The bgmrec Feast feature repo: the one definitions file (Feast's local template layout).
 
 Offline data lives in data/ next to this file, copied there from a dataset by `bgmrec feast-apply` (the
-contract's feature tables plus music_statistics.parquet). Paths are absolute from this file, because the duckdb
-offline store reads a FileSource path as given (relative paths would follow the working directory).
+contract's feature tables plus music_statistics.parquet). Paths are absolute from this file, because the
+duckdb offline store reads a FileSource path as given (relative paths would follow the working directory).
 """
 
 from datetime import timedelta

@@ -5,7 +5,6 @@ Retraining is not part of this pipeline: run the training pipeline (same gate) w
 gathered; see docs/kubeflow.md.
 """
 
-from __future__ import annotations
 
 from kfp import dsl
 
@@ -56,6 +55,6 @@ def build_new_music_batch_pipeline(settings: KubeflowSettings | None = None):
             refused = on_cluster(
                 publish_report(title="music batch refused", text=ingest.outputs["summary"]), settings
             ).set_display_name("report refusal")
-        return dsl.OneOf(refresh.output, refused.output)
+        return dsl.OneOf(refresh.output, refused.outputs["Output"])
 
     return new_music_batch

@@ -187,7 +187,9 @@ class BgmRecommender:
         catalog = self.catalog  # one reference for the whole request: a refresh never changes it mid-way
         try:
             if not 1 <= k <= self.settings.max_k:
-                raise _Rejected("k_out_of_range", f"k={k} is out of range: it must be between 1 and {self.settings.max_k}")
+                raise _Rejected(
+                    "k_out_of_range", f"k={k} is out of range: it must be between 1 and {self.settings.max_k}"
+                )
             if not 0.0 <= mmr_lambda <= 1.0:
                 raise _Rejected("option_out_of_range", f"mmr_lambda={mmr_lambda} is out of range: it must be in [0, 1]")
             if not (0.0 <= popularity_debias < float("inf")):
@@ -362,7 +364,9 @@ class BgmRecommender:
 
         vectors, unknown = online_video_vectors(self._feature_store, [video_id])
         if unknown:
-            raise self._reject(endpoint, "unknown_video", f"video_id {video_id!r} is not in the feature store", NotFound)
+            raise self._reject(
+                endpoint, "unknown_video", f"video_id {video_id!r} is not in the feature store", NotFound
+            )
         dims = self.model.dims
         text = _vector("text", vectors.text[0], dims["text"]) if bool(vectors.has_text[0]) else None
         return _vector("visual", vectors.visual[0], dims["visual"]), text

@@ -3,7 +3,7 @@
 | file | columns |
 | music.parquet | music_id (str, unique), title (str, optional), audio_path (str, optional) |
 | videos.parquet | video_id (str, unique), music_id (str, in music), description (str|null), video_path (optional) |
-| music_features.parquet | music_id, event_timestamp (UTC, us), audio_embedding (list<float32>), audio_lld (list<float32>) |
+| music_features.parquet | music_id, event_timestamp (UTC, us), audio_embedding, audio_lld (list<float32>) |
 | video_features.parquet | video_id, event_timestamp, visual (list<float32>), text (list<float32> or null) |
 
 Vector lengths are read from the data, never hard-coded. `load_dataset` checks everything and raises a
@@ -122,8 +122,10 @@ def _vector_matrix(
     """
     ids = table.column(id_column).to_numpy(zero_copy_only=False)
     col = table.column(column).combine_chunks()
-    if not pa.types.is_list(col.type) and not pa.types.is_large_list(col.type) and not pa.types.is_fixed_size_list(
-        col.type
+    if (
+        not pa.types.is_list(col.type)
+        and not pa.types.is_large_list(col.type)
+        and not pa.types.is_fixed_size_list(col.type)
     ):
         problems.append(f"{file}: column '{column}' has type {col.type}, expected list<float32>")
         return np.zeros((len(ids), 0), np.float32), np.zeros(len(ids), bool)

@@ -60,8 +60,13 @@ class SimulationConfig:
 
 SCALES: dict[str, SimulationConfig] = {
     "tiny": SimulationConfig(
-        n_music=40, target_videos=480, popularity_mean=12, popularity_std=10, max_videos=40,
-        dims={"visual": 64, "text": 32, "audio_embedding": 16, "audio_lld": 16}, hidden=64,
+        n_music=40,
+        target_videos=480,
+        popularity_mean=12,
+        popularity_std=10,
+        max_videos=40,
+        dims={"visual": 64, "text": 32, "audio_embedding": 16, "audio_lld": 16},
+        hidden=64,
     ),
     "sample": SimulationConfig(n_music=300, target_videos=6000, popularity_mean=20, popularity_std=22, max_videos=100),
     "tt150k": SimulationConfig(n_music=3003, target_videos=146351),
@@ -126,8 +131,12 @@ def simulate(scale: str, seed: int, out: str | Path, dims: dict[str, int] | None
 
     audio_factors = slice(0, (3 * d) // 4)
     lld_factors = slice(d // 4, d)
-    audio_map = _RandomMap(rng, audio_factors.stop - audio_factors.start + config.music_nuisance_dim,
-                           config.dims["audio_embedding"], config.hidden)
+    audio_map = _RandomMap(
+        rng,
+        audio_factors.stop - audio_factors.start + config.music_nuisance_dim,
+        config.dims["audio_embedding"],
+        config.hidden,
+    )
     lld_map = _RandomMap(rng, lld_factors.stop - lld_factors.start, config.dims["audio_lld"], config.hidden)
     music_nuisance = rng.standard_normal((n_music, config.music_nuisance_dim)).astype(np.float32)
     audio = audio_map(np.concatenate([z_music[:, audio_factors], music_nuisance], 1))
@@ -135,12 +144,14 @@ def simulate(scale: str, seed: int, out: str | Path, dims: dict[str, int] | None
     lld = lld_map(z_music[:, lld_factors]) + _noise(rng, (n_music, config.dims["audio_lld"]), config.feature_noise)
 
     visual_map = _RandomMap(rng, d, config.dims["visual"], config.hidden)
-    nuisance_basis = (rng.standard_normal((config.visual_nuisance_dim, config.dims["visual"]))
-                      / np.sqrt(config.visual_nuisance_dim)).astype(np.float32)
+    nuisance_basis = (
+        rng.standard_normal((config.visual_nuisance_dim, config.dims["visual"])) / np.sqrt(config.visual_nuisance_dim)
+    ).astype(np.float32)
     share = config.visual_signal_share
     visual = np.sqrt(share) * visual_map(z_video)
-    visual += np.sqrt(1 - share) * (rng.standard_normal((n_videos, config.visual_nuisance_dim), dtype=np.float32)
-                                    @ nuisance_basis)
+    visual += np.sqrt(1 - share) * (
+        rng.standard_normal((n_videos, config.visual_nuisance_dim), dtype=np.float32) @ nuisance_basis
+    )
     visual += _noise(rng, visual.shape, config.feature_noise)
 
     text_map = _RandomMap(rng, d, config.dims["text"], config.hidden)

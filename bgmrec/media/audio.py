@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from functools import cache
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
@@ -34,17 +35,36 @@ LOG_OFFSET = 0.01
 PATCH_FRAMES = 96  # VGGish: 0.96 s patches
 
 
-def log_mel(signal: np.ndarray, sample_rate: int) -> np.ndarray:
-    """VGGish's log-mel spectrogram: (frames, 64), magnitude mel energies, log(mel + 0.01)."""
-    import librosa
+def _hertz_to_mel(hertz: np.ndarray | float) -> np.ndarray:
+    """HTK mel scale, as VGGish's mel_features.py: 1127 · ln(1 + f / 700)."""
+    return 1127.0 * np.log1p(np.asarray(hertz, np.float64) / 700.0)
 
-    n_fft = int(round(WINDOW_S * sample_rate))
-    mel = librosa.feature.melspectrogram(
-        y=np.asarray(signal, np.float32), sr=sample_rate, n_fft=2 ** int(np.ceil(np.log2(n_fft))),
-        win_length=n_fft, hop_length=int(round(HOP_S * sample_rate)), window="hann", center=False, power=1.0,
-        n_mels=MEL_BANDS, fmin=FMIN, fmax=FMAX, htk=True,
+
+@cache
+def mel_matrix(sample_rate: int, fft_length: int) -> np.ndarray:
+    """VGGish's triangular mel weights (fft_length // 2 + 1, 64), no area normalisation, DC bin zeroed."""
+    bins_mel = _hertz_to_mel(np.linspace(0.0, sample_rate / 2, fft_length // 2 + 1))
+    edges = np.linspace(_hertz_to_mel(FMIN), _hertz_to_mel(FMAX), MEL_BANDS + 2)
+    lower, centre, upper = edges[:-2], edges[1:-1], edges[2:]
+    weights = np.maximum(
+        0.0, np.minimum((bins_mel[:, None] - lower) / (centre - lower), (upper - bins_mel[:, None]) / (upper - centre))
     )
-    return np.log(mel.T + LOG_OFFSET).astype(np.float32)
+    weights[0, :] = 0.0
+    return weights.astype(np.float32)
+
+
+def log_mel(signal: np.ndarray, sample_rate: int) -> np.ndarray:
+    """VGGish's log-mel spectrogram (numpy, as its mel_features.py): periodic Hann window of 25 ms, hop 10 ms,
+    magnitude STFT, 64 mel bands 125-7,500 Hz, log(mel + 0.01). Returns (frames, 64) float32."""
+    window = int(round(WINDOW_S * sample_rate))
+    hop = int(round(HOP_S * sample_rate))
+    fft_length = 2 ** int(np.ceil(np.log2(window)))
+    signal = np.asarray(signal, np.float32)
+    n = 1 + (len(signal) - window) // hop
+    frames = np.lib.stride_tricks.as_strided(signal, (n, window), (signal.strides[0] * hop, signal.strides[0]))
+    hann = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(window) / window)).astype(np.float32)
+    magnitude = np.abs(np.fft.rfft(frames * hann, fft_length)).astype(np.float32)
+    return np.log(magnitude @ mel_matrix(sample_rate, fft_length) + LOG_OFFSET).astype(np.float32)
 
 
 def _pad_min(signal: np.ndarray, sample_rate: int, seconds: float) -> np.ndarray:
@@ -71,7 +91,7 @@ class LogMelStats(AudioExtractor):
 
     def __init__(self, config: ExtractionConfig):
         super().__init__(config)
-        self.version = f"1 (librosa {package_version('librosa')})"
+        self.version = "1 (numpy VGGish front end)"
 
     def embed_audio(self, signal: np.ndarray, sample_rate: int) -> np.ndarray:
         mel = log_mel(_pad_min(signal, sample_rate, WINDOW_S + HOP_S), sample_rate)
@@ -94,8 +114,14 @@ def _vggish():
                     layers += [nn.Conv2d(channels, spec, 3, padding=1), nn.ReLU(inplace=True)]
                     channels = spec
             self.features = nn.Sequential(*layers)
-            self.embeddings = nn.Sequential(nn.Linear(512 * 4 * 6, 4096), nn.ReLU(True), nn.Linear(4096, 4096),
-                                            nn.ReLU(True), nn.Linear(4096, 128), nn.ReLU(True))
+            self.embeddings = nn.Sequential(
+                nn.Linear(512 * 4 * 6, 4096),
+                nn.ReLU(True),
+                nn.Linear(4096, 4096),
+                nn.ReLU(True),
+                nn.Linear(4096, 128),
+                nn.ReLU(True),
+            )
 
         def forward(self, x):
             x = self.features(x)
@@ -159,8 +185,9 @@ class OpenSmileFunctionals(AudioExtractor):
             import opensmile
 
             self._local.smiles = [
-                opensmile.Smile(feature_set=getattr(opensmile.FeatureSet, name),
-                                feature_level=opensmile.FeatureLevel.Functionals)
+                opensmile.Smile(
+                    feature_set=getattr(opensmile.FeatureSet, name), feature_level=opensmile.FeatureLevel.Functionals
+                )
                 for name in self.FEATURE_SETS
             ]
         return self._local.smiles
@@ -204,15 +231,15 @@ class LLDTransform:
     def apply(self, raw: np.ndarray) -> np.ndarray:
         raw = np.asarray(raw, np.float64)
         if raw.ndim != 2 or raw.shape[1] != len(self.mean):
-            raise ValueError(f"audio_lld: raw features have shape {raw.shape}, the saved transform expects "
-                             f"{len(self.mean)} columns")
+            raise ValueError(
+                f"audio_lld: raw features have shape {raw.shape}, the saved transform expects {len(self.mean)} columns"
+            )
         return (((raw - self.mean) / self.scale) @ self.components.T).astype(np.float32)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, extractor=np.array(self.extractor), mean=self.mean, scale=self.scale,
-                 components=self.components)
+        np.savez(path, extractor=np.array(self.extractor), mean=self.mean, scale=self.scale, components=self.components)
         return path
 
     @classmethod
@@ -227,6 +254,8 @@ class LLDTransform:
         with np.load(path) as data:
             saved = str(data["extractor"])
             if saved != extractor:
-                raise ValueError(f"audio_lld transform {path} was fitted for extractor {saved}, the current config "
-                                 f"uses {extractor}: re-extract the catalog or use the matching settings")
+                raise ValueError(
+                    f"audio_lld transform {path} was fitted for extractor {saved}, the current config "
+                    f"uses {extractor}: re-extract the catalog or use the matching settings"
+                )
             return cls(saved, data["mean"], data["scale"], data["components"])

@@ -48,8 +48,16 @@ class ExtractionConfig:
         if unknown:
             raise ValueError(f"extract params: unknown key(s) {unknown}; known keys: {sorted(known)}")
         config = cls(**params)
-        for name in ("fps", "max_frames", "frame_size", "sample_rate", "max_audio_seconds", "batch_size", "workers",
-                     "lld_components"):
+        for name in (
+            "fps",
+            "max_frames",
+            "frame_size",
+            "sample_rate",
+            "max_audio_seconds",
+            "batch_size",
+            "workers",
+            "lld_components",
+        ):
             if not float(getattr(config, name)) > 0:
                 raise ValueError(f"extract params: '{name}' must be positive, got {getattr(config, name)!r}")
         return config

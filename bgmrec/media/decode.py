@@ -45,7 +45,8 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def _check_file(path: Path) -> None:
+def check_media_file(path: Path) -> None:
+    """Raise MediaError if the path is missing, not a regular file or empty."""
     if not path.exists():
         raise MediaError(f"{path}: file not found")
     if not path.is_file():
@@ -67,11 +68,14 @@ def _ffmpeg_error(stderr: str) -> str:
 def probe(path: str | Path) -> ProbeResult:
     """Read duration and stream kinds with `ffmpeg -i` (imageio-ffmpeg ships no ffprobe). Raises MediaError."""
     path = Path(path)
-    _check_file(path)
+    check_media_file(path)
     try:
         proc = subprocess.run(
             [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
-            capture_output=True, text=True, errors="replace", timeout=PROBE_TIMEOUT_S,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=PROBE_TIMEOUT_S,
         )
     except subprocess.TimeoutExpired as exc:
         raise MediaError(f"{path}: ffmpeg did not finish reading the header in {PROBE_TIMEOUT_S}s") from exc
@@ -112,13 +116,24 @@ def decode_frames(path: str | Path, fps: float = 3.0, size: int = 224, max_frame
     rate = fps
     if info.duration and info.duration * fps > max_frames:
         rate = max_frames / info.duration
-    vf = (
-        f"fps={rate:.6f},scale={size}:{size}:force_original_aspect_ratio=increase:flags=bilinear,"
-        f"crop={size}:{size}"
-    )
+    vf = f"fps={rate:.6f},scale={size}:{size}:force_original_aspect_ratio=increase:flags=bilinear,crop={size}:{size}"
     raw = _run_decoder(
-        path, ["-i", str(path), "-an", "-vf", vf, "-frames:v", str(max_frames), "-f", "rawvideo",
-               "-pix_fmt", "rgb24", "pipe:1"], "video frames",
+        path,
+        [
+            "-i",
+            str(path),
+            "-an",
+            "-vf",
+            vf,
+            "-frames:v",
+            str(max_frames),
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "pipe:1",
+        ],
+        "video frames",
     )
     frame_bytes = size * size * 3
     n = len(raw) // frame_bytes
@@ -130,7 +145,7 @@ def decode_frames(path: str | Path, fps: float = 3.0, size: int = 224, max_frame
             raise MediaError(
                 f"{path}: truncated or corrupt video: decoded {n} frame(s), the header promises about {expected}"
             )
-    return np.frombuffer(raw[: n * frame_bytes], dtype=np.uint8).reshape(n, size, size, 3)
+    return np.frombuffer(raw[: n * frame_bytes], dtype=np.uint8).reshape(n, size, size, 3).copy()
 
 
 def _decode_audio_soundfile(path: Path, sample_rate: int, max_seconds: float) -> np.ndarray:
@@ -175,8 +190,24 @@ def decode_audio(path: str | Path, sample_rate: int = 16000, max_seconds: float 
         start = (info.duration - max_seconds) / 2
     try:
         raw = _run_decoder(
-            path, ["-ss", f"{start:.3f}", "-i", str(path), "-vn", "-t", f"{max_seconds:.3f}", "-ac", "1",
-                   "-ar", str(sample_rate), "-f", "f32le", "pipe:1"], "audio",
+            path,
+            [
+                "-ss",
+                f"{start:.3f}",
+                "-i",
+                str(path),
+                "-vn",
+                "-t",
+                f"{max_seconds:.3f}",
+                "-ac",
+                "1",
+                "-ar",
+                str(sample_rate),
+                "-f",
+                "f32le",
+                "pipe:1",
+            ],
+            "audio",
         )
     except MediaError as ffmpeg_problem:
         try:
@@ -190,7 +221,9 @@ def decode_audio(path: str | Path, sample_rate: int = 16000, max_seconds: float 
         expected = min(info.duration, max_seconds)
         got = len(signal) / sample_rate
         if got < MIN_DECODED_SHARE * expected - 0.1:
-            raise MediaError(f"{path}: truncated or corrupt audio: decoded {got:.2f}s, the header promises {expected:.2f}s")
+            raise MediaError(
+                f"{path}: truncated or corrupt audio: decoded {got:.2f}s, the header promises {expected:.2f}s"
+            )
     return signal
 
 

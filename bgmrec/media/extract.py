@@ -29,7 +29,7 @@ from bgmrec.data.contract import (
 from bgmrec.media.audio import LLDTransform
 from bgmrec.media.cache import FeatureCache, file_digest, text_digest
 from bgmrec.media.config import ExtractionConfig
-from bgmrec.media.decode import MediaError, decode_audio, decode_frames
+from bgmrec.media.decode import MediaError, check_media_file, decode_audio, decode_frames
 from bgmrec.media.registry import Extractor, create_extractor
 from bgmrec.media.report import REPORT_FILE, ExtractionReport
 
@@ -69,7 +69,7 @@ def resolve_media_path(root: Path, relative: Any) -> Path:
 def _reason(exc: Exception, path: Path | str) -> str:
     text = str(exc)
     prefix = f"{path}: "
-    text = text[len(prefix):] if text.startswith(prefix) else text
+    text = text[len(prefix) :] if text.startswith(prefix) else text
     return text if isinstance(exc, MediaError) else f"{type(exc).__name__}: {text}"
 
 
@@ -89,16 +89,26 @@ def _progress(config: ExtractionConfig, console: Any = None):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=console or Console(stderr=True), disable=not config.progress, transient=False)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console or Console(stderr=True),
+        disable=not config.progress,
+        transient=False,
+    )
 
 
 # ---------------------------------------------------------------- music
 
 
-def _music_item(path: Path, config: ExtractionConfig, cache: FeatureCache | None) -> tuple[np.ndarray, np.ndarray, bool]:
+def _music_item(
+    path: Path, config: ExtractionConfig, cache: FeatureCache | None
+) -> tuple[np.ndarray, np.ndarray, bool]:
     """(audio_embedding, raw audio_lld functionals, all-from-cache) for one music file. Raises on bad media."""
     embedder, lld = get_extractor("audio_embedding", config), get_extractor("audio_lld", config)
+    check_media_file(path)
     digest = file_digest(path) if cache is not None else ""
     emb = cache.get(embedder.signature(), digest) if cache is not None else None
     raw = cache.get(lld.signature(), digest) if cache is not None else None
@@ -117,8 +127,12 @@ def _music_item(path: Path, config: ExtractionConfig, cache: FeatureCache | None
 
 
 def _music_raw(
-    items: list[tuple[str, Any]], root: Path | None, config: ExtractionConfig, cache: FeatureCache | None,
-    report: ExtractionReport, console: Any = None,
+    items: list[tuple[str, Any]],
+    root: Path | None,
+    config: ExtractionConfig,
+    cache: FeatureCache | None,
+    report: ExtractionReport,
+    console: Any = None,
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     ids, embs, raws = [], [], []
 
@@ -151,8 +165,11 @@ def resolve_or_raw(root: Path | None, rel: Any) -> Path | str:
 
 
 def extract_music_files(
-    paths: list[str | Path], config: ExtractionConfig | dict[str, Any] | None = None,
-    ids: list[str] | None = None, catalog_dir: str | Path | None = None, console: Any = None,
+    paths: list[str | Path],
+    config: ExtractionConfig | dict[str, Any] | None = None,
+    ids: list[str] | None = None,
+    catalog_dir: str | Path | None = None,
+    console: Any = None,
 ) -> tuple[MusicVectors, ExtractionReport]:
     """Features of a batch of new music files, with the catalog's SAVED audio_lld scaler + PCA (from
     `config.lld_transform_path`, else CATALOG_DIR/features/audio_lld_transform.npz). Ids default to file stems.
@@ -164,14 +181,17 @@ def extract_music_files(
         raise ValueError(f"extract_music_files: {len(paths)} paths but {len(ids)} ids")
     transform_path = config.lld_transform_file(catalog_dir)
     if transform_path is None:
-        raise ValueError("extract_music_files needs the catalog's audio_lld transform: pass catalog_dir or set "
-                         "extract.lld_transform_path")
+        raise ValueError(
+            "extract_music_files needs the catalog's audio_lld transform: pass catalog_dir or set "
+            "extract.lld_transform_path"
+        )
     transform = LLDTransform.load(transform_path, get_extractor("audio_lld", config).signature())
     cache = FeatureCache(config.cache_root(catalog_dir)) if (config.cache_dir or catalog_dir) else None
     report = ExtractionReport()
     started = time.perf_counter()
-    ok_ids, emb, raw = _music_raw(list(zip(ids, [str(p) for p in paths], strict=True)), None, config, cache,
-                                  report, console)
+    ok_ids, emb, raw = _music_raw(
+        list(zip(ids, [str(p) for p in paths], strict=True)), None, config, cache, report, console
+    )
     lld = transform.apply(raw) if len(ok_ids) else np.zeros((0, transform.dim), np.float32)
     report.extractors = _describe(config, ("audio_embedding", "audio_lld"), lld_dim=transform.dim)
     report.seconds["music"] = round(time.perf_counter() - started, 3)
@@ -183,6 +203,7 @@ def extract_music_files(
 
 def _video_frames(path: Path, config: ExtractionConfig, signature: str, cache: FeatureCache | None):
     """Cached visual vector, or the decoded frames to embed. Runs in a worker thread."""
+    check_media_file(path)
     digest = file_digest(path) if cache is not None else ""
     if cache is not None:
         hit = cache.get(signature, digest)
@@ -207,7 +228,10 @@ def embed_video_file(
 
 
 def _texts(
-    descriptions: list[Any], config: ExtractionConfig, cache: FeatureCache, report: ExtractionReport,
+    descriptions: list[Any],
+    config: ExtractionConfig,
+    cache: FeatureCache,
+    report: ExtractionReport,
 ) -> tuple[np.ndarray, np.ndarray, Extractor | None]:
     """Text vectors for every description (zeros + has_text False where empty or missing)."""
     clean = [str(d).strip() if isinstance(d, str) else "" for d in descriptions]
@@ -240,7 +264,11 @@ def _texts(
 
 
 def _videos(
-    videos: pd.DataFrame, root: Path, config: ExtractionConfig, cache: FeatureCache, report: ExtractionReport,
+    videos: pd.DataFrame,
+    root: Path,
+    config: ExtractionConfig,
+    cache: FeatureCache,
+    report: ExtractionReport,
     console: Any = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Visual vectors of the videos that decode; returns (row positions kept, visual matrix)."""
@@ -283,8 +311,12 @@ def _describe(config: ExtractionConfig, kinds: Iterable[str], lld_dim: int | Non
     for kind in kinds:
         info = get_extractor(kind, config).describe()
         if kind == "audio_lld" and lld_dim is not None:
-            info = {**info, "raw_dim": info["dim"], "dim": int(lld_dim),
-                    "transform": "standardise + PCA fitted on the catalog"}
+            info = {
+                **info,
+                "raw_dim": info["dim"],
+                "dim": int(lld_dim),
+                "transform": "standardise + PCA fitted on the catalog",
+            }
         out[kind] = info
     return out
 
@@ -311,8 +343,10 @@ def extract_dataset(
     music_ids, emb, raw = _music_raw(items, root, config, cache, report, console)
     if len(music_ids) < 2:
         report.write(root / REPORT_FILE)
-        raise ValueError(f"{root}: only {len(music_ids)} music file(s) could be extracted, the audio_lld PCA needs "
-                         f"2 or more; see {root / REPORT_FILE}")
+        raise ValueError(
+            f"{root}: only {len(music_ids)} music file(s) could be extracted, the audio_lld PCA needs "
+            f"2 or more; see {root / REPORT_FILE}"
+        )
     lld_extractor = get_extractor("audio_lld", config)
     transform = LLDTransform.fit(raw, config.lld_components, lld_extractor.signature())
     transform_path = transform.save(config.lld_transform_file(root))
@@ -336,9 +370,13 @@ def extract_dataset(
     meta_path = config.feature_dir(root) / EXTRACTORS_FILE
     meta_path.parent.mkdir(parents=True, exist_ok=True)
     meta_path.write_text(json.dumps({"extractors": report.extractors, "config": config.to_dict()}, indent=2) + "\n")
-    report.outputs = {"music_features": str(music_path), "video_features": str(video_path),
-                      "audio_lld_transform": str(transform_path), "extractors": str(meta_path),
-                      "report": str(root / REPORT_FILE)}
+    report.outputs = {
+        "music_features": str(music_path),
+        "video_features": str(video_path),
+        "audio_lld_transform": str(transform_path),
+        "extractors": str(meta_path),
+        "report": str(root / REPORT_FILE),
+    }
     report.count("cache", "hits", cache.hits)
     report.count("cache", "misses", cache.misses)
     report.write(root / REPORT_FILE)

@@ -16,8 +16,12 @@ from typing import Any
 from bgmrec.media.config import ExtractionConfig
 
 KINDS = ("visual", "text", "audio_embedding", "audio_lld")
-_MODULES = {"visual": "bgmrec.media.visual", "text": "bgmrec.media.text", "audio_embedding": "bgmrec.media.audio",
-            "audio_lld": "bgmrec.media.audio"}
+_MODULES = {
+    "visual": "bgmrec.media.visual",
+    "text": "bgmrec.media.text",
+    "audio_embedding": "bgmrec.media.audio",
+    "audio_lld": "bgmrec.media.audio",
+}
 _REGISTRY: dict[str, dict[str, Callable[[ExtractionConfig], Extractor]]] = {kind: {} for kind in KINDS}
 
 
@@ -39,8 +43,13 @@ class Extractor:
         return f"{self.name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "name": self.name, "version": self.version, "dim": int(self.dim),
-                "settings": self.settings()}
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "version": self.version,
+            "dim": int(self.dim),
+            "settings": self.settings(),
+        }
 
 
 def register_extractor(kind: str, name: str) -> Callable:

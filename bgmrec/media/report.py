@@ -46,8 +46,14 @@ class ExtractionReport:
         bucket[what] = bucket.get(what, 0) + n
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "failures": [asdict(f) for f in self.failures], "counts": self.counts,
-                "extractors": self.extractors, "outputs": self.outputs, "seconds": self.seconds}
+        return {
+            "ok": self.ok,
+            "failures": [asdict(f) for f in self.failures],
+            "counts": self.counts,
+            "extractors": self.extractors,
+            "outputs": self.outputs,
+            "seconds": self.seconds,
+        }
 
     def write(self, path: str | Path) -> Path:
         path = Path(path)

@@ -35,18 +35,66 @@ HUE_SPAN = 0.75  # hue runs over 3/4 of the wheel so the lowest and highest regi
 
 LANGUAGES = ("en", "es", "fr", "de", "it", "pt")
 SUBJECTS = {
-    "en": ["a day at the beach", "the city at night", "my cat playing", "cooking dinner", "a walk in the forest",
-           "skateboarding in the park", "a rainy afternoon", "dancing with friends"],
-    "es": ["un día en la playa", "la ciudad de noche", "mi gato jugando", "cocinando la cena",
-           "un paseo por el bosque", "patinando en el parque", "una tarde lluviosa", "bailando con amigos"],
-    "fr": ["une journée à la plage", "la ville la nuit", "mon chat qui joue", "préparer le dîner",
-           "une promenade en forêt", "du skate au parc", "un après-midi pluvieux", "danser avec des amis"],
-    "de": ["ein Tag am Strand", "die Stadt bei Nacht", "meine Katze beim Spielen", "Abendessen kochen",
-           "ein Spaziergang im Wald", "Skateboarden im Park", "ein verregneter Nachmittag", "mit Freunden tanzen"],
-    "it": ["una giornata al mare", "la città di notte", "il mio gatto che gioca", "cucinare la cena",
-           "una passeggiata nel bosco", "skateboard al parco", "un pomeriggio piovoso", "ballare con gli amici"],
-    "pt": ["um dia na praia", "a cidade à noite", "meu gato brincando", "cozinhando o jantar",
-           "um passeio na floresta", "andando de skate no parque", "uma tarde chuvosa", "dançando com amigos"],
+    "en": [
+        "a day at the beach",
+        "the city at night",
+        "my cat playing",
+        "cooking dinner",
+        "a walk in the forest",
+        "skateboarding in the park",
+        "a rainy afternoon",
+        "dancing with friends",
+    ],
+    "es": [
+        "un día en la playa",
+        "la ciudad de noche",
+        "mi gato jugando",
+        "cocinando la cena",
+        "un paseo por el bosque",
+        "patinando en el parque",
+        "una tarde lluviosa",
+        "bailando con amigos",
+    ],
+    "fr": [
+        "une journée à la plage",
+        "la ville la nuit",
+        "mon chat qui joue",
+        "préparer le dîner",
+        "une promenade en forêt",
+        "du skate au parc",
+        "un après-midi pluvieux",
+        "danser avec des amis",
+    ],
+    "de": [
+        "ein Tag am Strand",
+        "die Stadt bei Nacht",
+        "meine Katze beim Spielen",
+        "Abendessen kochen",
+        "ein Spaziergang im Wald",
+        "Skateboarden im Park",
+        "ein verregneter Nachmittag",
+        "mit Freunden tanzen",
+    ],
+    "it": [
+        "una giornata al mare",
+        "la città di notte",
+        "il mio gatto che gioca",
+        "cucinare la cena",
+        "una passeggiata nel bosco",
+        "skateboard al parco",
+        "un pomeriggio piovoso",
+        "ballare con gli amici",
+    ],
+    "pt": [
+        "um dia na praia",
+        "a cidade à noite",
+        "meu gato brincando",
+        "cozinhando o jantar",
+        "um passeio na floresta",
+        "andando de skate no parque",
+        "uma tarde chuvosa",
+        "dançando com amigos",
+    ],
 }
 TEMPO_WORDS = {  # slow, steady, fast
     "en": ["calm and slow", "relaxed and steady", "fast and energetic"],
@@ -71,11 +119,11 @@ class SampleMediaConfig:
     """Size and shape of the generated sample (params.yaml `sample_media:`)."""
 
     n_music: int = 32
-    n_videos: int = 320
+    n_videos: int = 256
     music_seconds_min: float = 10.0
     music_seconds_max: float = 16.0
     video_seconds_min: float = 2.0
-    video_seconds_max: float = 4.0
+    video_seconds_max: float = 3.5
     video_size: int = 112
     video_fps: int = 12
     text_fraction: float = 0.8
@@ -93,21 +141,25 @@ class SampleMediaConfig:
             raise ValueError(f"sample_media params: unknown key(s) {unknown}; known keys: {sorted(known)}")
         config = cls(**params)
         if config.n_music < 2 or config.n_videos < config.n_music:
-            raise ValueError(f"sample_media: need n_music >= 2 and n_videos >= n_music, got {config.n_music} music "
-                             f"and {config.n_videos} videos")
+            raise ValueError(
+                f"sample_media: need n_music >= 2 and n_videos >= n_music, got {config.n_music} music "
+                f"and {config.n_videos} videos"
+            )
         return config
 
 
 def _latents(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Stratified latent factors in [0, 1] (each factor covers its range evenly, factors shuffled independently)."""
+
     def stratified() -> np.ndarray:
         return (rng.permutation(n) + rng.random(n)) / n
 
     return {"pitch": stratified(), "tempo": stratified(), "timbre": stratified()}
 
 
-def synthesise_music(pitch: float, tempo: float, timbre: float, seconds: float, rng: np.random.Generator,
-                     rate: int = AUDIO_RATE) -> np.ndarray:
+def synthesise_music(
+    pitch: float, tempo: float, timbre: float, seconds: float, rng: np.random.Generator, rate: int = AUDIO_RATE
+) -> np.ndarray:
     """A melodic loop: one note per beat from a pentatonic scale on the base note, harmonics rolling off by
     k^-(2.6 − 2·timbre), a kick on every beat and hi-hat noise on the off-beats scaled by timbre."""
     base = PITCH_RANGE[0] + pitch * (PITCH_RANGE[1] - PITCH_RANGE[0])
@@ -123,14 +175,16 @@ def synthesise_music(pitch: float, tempo: float, timbre: float, seconds: float, 
         tt = t[i0:i1] - start
         freq = 440.0 * 2 ** ((base + rng.choice(scale) - 69) / 12)
         envelope = np.exp(-tt / (0.35 * beat))
-        note = sum(k ** -rolloff * np.sin(2 * np.pi * k * freq * tt) for k in range(1, 9) if k * freq < rate / 2)
+        note = sum(k**-rolloff * np.sin(2 * np.pi * k * freq * tt) for k in range(1, 9) if k * freq < rate / 2)
         out[i0:i1] += 0.5 * envelope * note
         kick = np.sin(2 * np.pi * (50 + 60 * np.exp(-tt / 0.03)) * tt) * np.exp(-tt / 0.08)
         out[i0:i1] += 0.6 * kick
         h0 = int((start + beat / 2) * rate)
         if h0 < n:
             length = min(n - h0, int(0.05 * rate))
-            out[h0 : h0 + length] += timbre * 0.3 * rng.standard_normal(length) * np.exp(-np.arange(length) / (0.01 * rate))
+            out[h0 : h0 + length] += (
+                timbre * 0.3 * rng.standard_normal(length) * np.exp(-np.arange(length) / (0.01 * rate))
+            )
     return (0.8 * out / (np.abs(out).max() + 1e-9)).astype(np.float32)
 
 
@@ -144,8 +198,9 @@ def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.stack([r, g, b], axis=-1)
 
 
-def render_video(pitch: float, tempo: float, timbre: float, seconds: float, size: int, fps: int,
-                 rng: np.random.Generator) -> np.ndarray:
+def render_video(
+    pitch: float, tempo: float, timbre: float, seconds: float, size: int, fps: int, rng: np.random.Generator
+) -> np.ndarray:
     """uint8 frames (T, size, size, 3) showing the music's factors (see the module docstring) plus nuisance."""
     frames = max(1, int(round(seconds * fps)))
     hue = (HUE_SPAN * pitch + rng.normal(0, 0.025)) % 1.0
@@ -178,9 +233,33 @@ def render_video(pitch: float, tempo: float, timbre: float, seconds: float, size
 def encode_video(frames: np.ndarray, fps: int, path: Path) -> None:
     """Encode RGB frames to H.264 mp4 with FFmpeg (frames piped as raw video)."""
     n, h, w, _ = frames.shape
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
-           "-s", f"{w}x{h}", "-r", str(fps), "-i", "pipe:0", "-c:v", "libx264", "-preset", "veryfast", "-crf", "23",
-           "-pix_fmt", "yuv420p", str(path)]
+    cmd = [
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-nostdin",
+        "-v",
+        "error",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{w}x{h}",
+        "-r",
+        str(fps),
+        "-i",
+        "pipe:0",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-crf",
+        "23",
+        "-pix_fmt",
+        "yuv420p",
+        str(path),
+    ]
     proc = subprocess.run(cmd, input=frames.tobytes(), capture_output=True)
     if proc.returncode != 0:
         raise RuntimeError(f"ffmpeg could not encode {path}: {proc.stderr.decode(errors='replace').strip()}")
@@ -195,8 +274,10 @@ def _words(value: float, rng: np.random.Generator, noise: float) -> int:
 
 def describe(pitch: float, tempo: float, language: str, rng: np.random.Generator, noise: float) -> str:
     subject = rng.choice(SUBJECTS[language])
-    return (f"{subject}: {TEMPO_WORDS[language][_words(tempo, rng, noise)]}, "
-            f"{REGISTER_WORDS[language][_words(pitch, rng, noise)]}")
+    return (
+        f"{subject}: {TEMPO_WORDS[language][_words(tempo, rng, noise)]}, "
+        f"{REGISTER_WORDS[language][_words(pitch, rng, noise)]}"
+    )
 
 
 def _popularity(config: SampleMediaConfig, rng: np.random.Generator) -> np.ndarray:
@@ -239,23 +320,37 @@ def generate_sample_media(out: str | Path, params: dict[str, Any] | SampleMediaC
             language = LANGUAGES[int(video_rng.integers(len(LANGUAGES)))]
             description = describe(latent["pitch"][m], latent["tempo"][m], language, video_rng, config.word_noise)
         rel = f"videos/v{j:04d}.mp4"
-        video_rows.append({"video_id": f"v{j:04d}", "music_id": f"m{m:03d}", "description": description,
-                           "video_path": rel})
+        video_rows.append(
+            {"video_id": f"v{j:04d}", "music_id": f"m{m:03d}", "description": description, "video_path": rel}
+        )
         seconds = video_rng.uniform(config.video_seconds_min, config.video_seconds_max)
         jobs.append((m, seconds, out / rel, int(video_rng.integers(2**31))))
 
     def make(job: tuple[int, float, Path, int]) -> None:
         m, seconds, path, seed = job
-        frames = render_video(latent["pitch"][m], latent["tempo"][m], latent["timbre"][m], seconds,
-                              config.video_size, config.video_fps, np.random.default_rng(seed))
+        frames = render_video(
+            latent["pitch"][m],
+            latent["tempo"][m],
+            latent["timbre"][m],
+            seconds,
+            config.video_size,
+            config.video_fps,
+            np.random.default_rng(seed),
+        )
         encode_video(frames, config.video_fps, path)
 
     with ThreadPoolExecutor(max_workers=max(1, config.workers)) as pool:
         list(pool.map(make, jobs))
 
     write_manifests(out, pd.DataFrame(music_rows), pd.DataFrame(video_rows))
-    truth = {"config": asdict(config), "latent": {k: v.round(4).tolist() for k, v in latent.items()},
-             "correspondence": {"pitch": "hue", "tempo": "stripe density and speed", "timbre": "texture grain"}}
+    truth = {
+        "config": asdict(config),
+        "latent": {k: v.round(4).tolist() for k, v in latent.items()},
+        "correspondence": {"pitch": "hue", "tempo": "stripe density and speed", "timbre": "texture grain"},
+    }
     (out / "sample_media.json").write_text(json.dumps(truth, indent=2) + "\n")
-    return {"music": config.n_music, "videos": len(video_rows),
-            "with_description": int(sum(r["description"] is not None for r in video_rows))}
+    return {
+        "music": config.n_music,
+        "videos": len(video_rows),
+        "with_description": int(sum(r["description"] is not None for r in video_rows)),
+    }

@@ -43,8 +43,10 @@ class MultilingualUSE(TextExtractor):
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), np.float32)
-        parts = [np.asarray(self.model.encode(texts[i : i + self.batch_size]), np.float32)
-                 for i in range(0, len(texts), self.batch_size)]
+        parts = [
+            np.asarray(self.model.encode(texts[i : i + self.batch_size]), np.float32)
+            for i in range(0, len(texts), self.batch_size)
+        ]
         return np.concatenate(parts)
 
 
@@ -82,8 +84,7 @@ class LocalTransformer(TextExtractor):
         out = []
         with torch.inference_mode():
             for i in range(0, len(texts), self.batch_size):
-                enc = self.tokenizer(texts[i : i + self.batch_size], padding=True, truncation=True,
-                                     return_tensors="pt")
+                enc = self.tokenizer(texts[i : i + self.batch_size], padding=True, truncation=True, return_tensors="pt")
                 hidden = self.model(**enc).last_hidden_state
                 mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)

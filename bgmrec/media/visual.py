@@ -99,8 +99,10 @@ class EfficientNetLite0(FrameCNN):
     def _build(self):
         from efficientnet_lite_pytorch import EfficientNet
 
-        self.version = (f"efficientnet-lite-pytorch {package_version('efficientnet-lite-pytorch')}, weights "
-                        f"{Path(self._weights()).name}")
+        self.version = (
+            f"efficientnet-lite-pytorch {package_version('efficientnet-lite-pytorch')}, weights "
+            f"{Path(self._weights()).name}"
+        )
         # from_name + load_state_dict rather than from_pretrained: no print, and weights_only loading.
         # Never call set_swish() on Lite models: they use ReLU6, set_swish would replace it.
         model = EfficientNet.from_name("efficientnet-lite0")
@@ -133,8 +135,9 @@ def _resnet50():
             self.relu = nn.ReLU(inplace=True)
             self.downsample = None
             if stride != 1 or inplanes != planes * 4:
-                self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes * 4, 1, stride=stride, bias=False),
-                                                nn.BatchNorm2d(planes * 4))
+                self.downsample = nn.Sequential(
+                    nn.Conv2d(inplanes, planes * 4, 1, stride=stride, bias=False), nn.BatchNorm2d(planes * 4)
+                )
 
         def forward(self, x):
             identity = x if self.downsample is None else self.downsample(x)

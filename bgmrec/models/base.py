@@ -208,7 +208,9 @@ class TorchRecommender(EmbeddingRecommender):
         out = []
         for start in range(0, len(audio), EMBED_BATCH):
             sl = slice(start, start + EMBED_BATCH)
-            z = module.encode_music(torch.from_numpy(audio[sl]).to(self.device), torch.from_numpy(lld[sl]).to(self.device))
+            z = module.encode_music(
+                torch.from_numpy(audio[sl]).to(self.device), torch.from_numpy(lld[sl]).to(self.device)
+            )
             out.append(z.float().cpu().numpy())
         return l2_normalise(np.concatenate(out) if out else np.zeros((0, 1), np.float32))
 

@@ -56,7 +56,9 @@ class PopularRank(Recommender):
 
 def video_input(visual: np.ndarray, text: np.ndarray, has_text: np.ndarray) -> np.ndarray:
     """Visual ⊕ text ⊕ has-text flag: the single 'video modality' of methods built for two sources (CMVAE 5.1)."""
-    return np.concatenate([visual, np.where(has_text[:, None], text, 0.0), has_text[:, None]], axis=1).astype(np.float32)
+    return np.concatenate([visual, np.where(has_text[:, None], text, 0.0), has_text[:, None]], axis=1).astype(
+        np.float32
+    )
 
 
 class CCARecommender(EmbeddingRecommender):
@@ -100,8 +102,13 @@ class CCARecommender(EmbeddingRecommender):
         u, s, vt = np.linalg.svd(wx @ (x.T @ y / n) @ wy, full_matrices=False)
         k = min(int(self.params["n_components"]), len(s))
         self.state = {
-            "x_mean": mx, "x_std": sx, "y_mean": my, "y_std": sy,
-            "a": wx @ u[:, :k], "b": wy @ vt.T[:, :k], "correlations": s[:k],
+            "x_mean": mx,
+            "x_std": sx,
+            "y_mean": my,
+            "y_std": sy,
+            "a": wx @ u[:, :k],
+            "b": wy @ vt.T[:, :k],
+            "correlations": s[:k],
         }
         self.dims = {**mv.dims, **vv.dims}
         return {"canonical_correlations_top5": [float(c) for c in s[:5]], "rows": int(n)}

@@ -1,0 +1,287 @@
+"""Serving benchmark: `bgmrec serve` over real HTTP (loopback) beside raw in-process scoring, memory, catalog scaling.
+
+    .venv/bin/python bench/bench_serving.py --dataset /tmp/sim_tt --workdir /tmp/bgmrec-bench
+
+1. Builds a registry in WORKDIR: a CMVAE (the paper's defaults) trained briefly on DATASET, promoted, and the
+   catalog of DATASET's music (3,003 clips for the tt150k-shaped simulation). An existing WORKDIR registry is reused.
+2. Raw in-process scoring per request: `model.embed_videos` of one video + `catalog.top_k(k=10)`, one at a time.
+3. Starts `bgmrec serve` and drives recommend_by_features with closed-loop aiohttp clients at 1, 8 and 32
+   concurrent clients (bounded by a duration per level): p50/p99 latency and throughput.
+4. Memory: RSS of the server process tree before the load, then every 5 s of a sustained 32-client run.
+5. Catalog-size scaling, in process: exact top-K latency on 3k, 100k and 1M unit vectors of the model's width.
+Writes bench/results/serving.json. Never fails on timing: targets are reported beside the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = {
+    "p99_ms_3k_32_clients": 25.0,
+    "throughput_rps_3k_32_clients": 400.0,
+    "http_vs_raw_max_ratio": 1.5,
+    "p99_ms_1m_top_k": 100.0,
+}
+
+
+def percentiles(latencies_s: list[float]) -> dict[str, float]:
+    ms = np.asarray(latencies_s) * 1e3
+    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+            "mean_ms": float(ms.mean()), "n": len(ms)}
+
+
+def prepare_registry(dataset: Path, workdir: Path, train_seconds: float) -> Path:
+    """A registry with a promoted CMVAE and the dataset's catalog (reused when it exists)."""
+    from bgmrec.data.contract import load_dataset
+    from bgmrec.data.splits import make_split
+    from bgmrec.models import create_model
+    from bgmrec.models.base import TrainingData
+    from bgmrec.registry import ModelRegistry
+    from bgmrec.steps import build_catalog_step
+
+    registry = ModelRegistry(workdir / "registry")
+    if registry.production() is not None and (registry.root / "catalog.parquet").exists():
+        return registry.root
+    ds = load_dataset(dataset)
+    model = create_model("cmvae", {"epochs": 1, "max_seconds": train_seconds, "progress": False})
+    model.fit(TrainingData(ds, make_split(ds, "weak", 0)))
+    checkpoint = model.save(workdir / "cmvae.pt")
+    registry.promote(registry.register(checkpoint, {"note": "benchmark model, trained briefly"}, "cmvae"))
+    build_catalog_step(dataset, registry.root)
+    return registry.root
+
+
+def request_bodies(dataset: Path, n: int) -> list[dict]:
+    """n recommend_by_features bodies from the dataset's videos (about half without text)."""
+    from bgmrec.data.contract import load_dataset
+
+    vv = load_dataset(dataset).video_vectors
+    rows = np.random.default_rng(0).choice(len(vv), n, replace=False)
+    return [{"visual": vv.visual[i].tolist(), "text": vv.text[i].tolist() if vv.has_text[i] else None, "k": 10}
+            for i in rows]
+
+
+def raw_scoring(registry: Path, bodies: list[dict]) -> dict[str, float]:
+    """Per-request latency of embedding one video and ranking the catalog, in this process, one at a time."""
+    import torch
+
+    from bgmrec.catalog import load_catalog
+    from bgmrec.registry import ModelRegistry
+
+    torch.set_num_threads(1)  # as the service does
+    model = ModelRegistry(registry).load_production()
+    catalog = load_catalog(registry / "catalog.parquet")
+    arrays = [(np.asarray(b["visual"], np.float32), None if b["text"] is None else np.asarray(b["text"], np.float32))
+              for b in bodies]
+    for visual, text in arrays[:20]:
+        catalog.top_k(model.embed_videos(visual[None], None if text is None else text[None])[0], 10)
+    latencies = []
+    started = time.perf_counter()
+    for visual, text in arrays:
+        t = time.perf_counter()
+        catalog.top_k(model.embed_videos(visual[None], None if text is None else text[None])[0], 10)
+        latencies.append(time.perf_counter() - t)
+    elapsed = time.perf_counter() - started
+    return {**percentiles(latencies), "throughput_rps": len(arrays) / elapsed, "catalog_size": len(catalog),
+            "embedding_dim": catalog.dim}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tree_rss_mb(process: psutil.Process) -> float:
+    total = 0
+    for p in [process, *process.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total / 2**20
+
+
+async def closed_loop(url: str, bodies: list[dict], clients: int, seconds: float, max_requests: int,
+                      on_tick=None) -> dict[str, float]:
+    """`clients` concurrent clients, each sending its next request when the previous answer arrives."""
+    import aiohttp
+
+    payloads = [json.dumps(b).encode() for b in bodies]
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+    counter = 0
+
+    async def client(session: aiohttp.ClientSession, offset: int) -> None:
+        nonlocal errors, counter
+        i = offset
+        while time.perf_counter() < deadline and counter < max_requests:
+            counter += 1
+            t = time.perf_counter()
+            async with session.post(f"{url}/recommend_by_features", data=payloads[i % len(payloads)],
+                                    headers={"content-type": "application/json"}) as response:
+                await response.read()
+                if response.status != 200:
+                    errors += 1
+            latencies.append(time.perf_counter() - t)
+            i += clients
+
+    async def ticker() -> None:
+        while time.perf_counter() < deadline and counter < max_requests:
+            await asyncio.sleep(5)
+            if on_tick:
+                on_tick()
+
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        started = time.perf_counter()
+        tasks = [client(session, c) for c in range(clients)]
+        if on_tick:
+            tasks.append(ticker())
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - started
+    return {**percentiles(latencies), "throughput_rps": len(latencies) / elapsed, "errors": errors,
+            "clients": clients, "seconds": elapsed}
+
+
+def start_server(registry: Path, port: int, threads: int, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [str(Path(sys.executable).parent / "bgmrec"), "serve", "--registry", str(registry), "--port", str(port),
+             "--threads", str(threads)],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+
+def wait_ready(url: str, process: subprocess.Popen, timeout: float = 300) -> float:
+    import httpx
+
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        if process.poll() is not None:
+            raise RuntimeError(f"bgmrec serve exited with {process.returncode}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return time.perf_counter() - started
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} not ready after {timeout} s")
+
+
+def catalog_scaling(dim: int, sizes: list[int], queries: int) -> list[dict]:
+    """Exact top-10 latency (plain, and with MMR lambda 0.7 + 10 exclusions) on random unit catalogs."""
+    from bgmrec.catalog import MusicCatalog
+
+    rng = np.random.default_rng(0)
+    out = []
+    for size in sizes:
+        embeddings = rng.standard_normal((size, dim), dtype=np.float32)
+        ids = np.array([f"m{i}" for i in range(size)], dtype=object)
+        catalog = MusicCatalog(ids, ids, embeddings, rng.zipf(1.5, size).astype(float), np.zeros(size, bool))
+        del embeddings
+        q = rng.standard_normal((queries, dim)).astype(np.float32)
+        q /= np.linalg.norm(q, axis=1, keepdims=True)
+        catalog.top_k(q[0], 10)
+        row: dict = {"catalog_size": size, "dim": dim, "matrix_mb": catalog.embeddings.nbytes / 2**20}
+        for name, kwargs in (("plain", {}), ("mmr_exclude", {"mmr_lambda": 0.7, "exclude": list(ids[:10])})):
+            latencies = []
+            for i in range(queries):
+                t = time.perf_counter()
+                catalog.top_k(q[i], 10, **kwargs)
+                latencies.append(time.perf_counter() - t)
+            row[name] = percentiles(latencies)
+        out.append(row)
+        print(json.dumps(row), flush=True)
+        del catalog
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", type=Path, default=Path("/tmp/sim_tt"), help="dataset for model + catalog")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/bgmrec-bench"), help="registry and logs")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serving.json")
+    parser.add_argument("--train-seconds", type=float, default=60.0)
+    parser.add_argument("--level-seconds", type=float, default=15.0, help="duration of each concurrency level")
+    parser.add_argument("--max-requests", type=int, default=20000, help="request cap per level")
+    parser.add_argument("--memory-seconds", type=float, default=60.0)
+    parser.add_argument("--threads", type=int, default=4, help="request threads of the service")
+    parser.add_argument("--sizes", default="3000,100000,1000000")
+    parser.add_argument("--scaling-queries", type=int, default=30)
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+
+    result: dict = {"machine": {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg(),
+                                "python": platform.python_version()}, "targets": TARGETS}
+    registry = prepare_registry(args.dataset, args.workdir, args.train_seconds)
+    bodies = request_bodies(args.dataset, 500)
+    result["raw_in_process"] = raw_scoring(registry, bodies)
+    print("raw", json.dumps(result["raw_in_process"]), flush=True)
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start_server(registry, port, args.threads, args.workdir / "serve.log")
+    try:
+        result["startup_seconds"] = wait_ready(url, process)
+        server = psutil.Process(process.pid)
+        asyncio.run(closed_loop(url, bodies, 4, 3.0, 500))  # warm-up
+        levels = []
+        for clients in (1, 8, 32):
+            level = asyncio.run(closed_loop(url, bodies, clients, args.level_seconds, args.max_requests))
+            levels.append(level)
+            print("http", json.dumps(level), flush=True)
+        result["http_recommend_by_features"] = levels
+        samples = [tree_rss_mb(server)]
+        sustained = asyncio.run(closed_loop(url, bodies, 32, args.memory_seconds, 10**9,
+                                            on_tick=lambda: samples.append(tree_rss_mb(server))))
+        samples.append(tree_rss_mb(server))
+        result["memory"] = {"rss_mb_before": samples[0], "rss_mb_after": samples[-1], "rss_mb_samples": samples,
+                            "sustained_run": sustained}
+        print("memory", json.dumps(result["memory"]), flush=True)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+    dim = result["raw_in_process"]["embedding_dim"]
+    result["catalog_scaling"] = catalog_scaling(dim, [int(s) for s in args.sizes.split(",")], args.scaling_queries)
+    top = result["http_recommend_by_features"][-1]
+    raw = result["raw_in_process"]
+    result["against_targets"] = {
+        "p99_ms_3k_32_clients": top["p99_ms"],
+        "throughput_rps_3k_32_clients": top["throughput_rps"],
+        "http_1_client_p50_over_raw_p50": result["http_recommend_by_features"][0]["p50_ms"] / raw["p50_ms"],
+        "http_32_clients_throughput_over_raw": raw["throughput_rps"] / top["throughput_rps"],
+        "p99_ms_1m_top_k": next((r["plain"]["p99_ms"] for r in result["catalog_scaling"]
+                                 if r["catalog_size"] == 1_000_000), None),
+        "memory_growth_mb_over_sustained_run": samples[-1] - samples[0],
+    }
+    result["machine"]["load_avg_at_end"] = os.getloadavg()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result["against_targets"], indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,368 @@
+"""`bgmrec`: one Typer CLI over the pipeline steps. Every command has --help."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(help="bgmrec: background music recommendation for short videos.", no_args_is_help=True)
+console = Console(stderr=True, soft_wrap=True)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=1)
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Option(help="Directory to write the dataset to.")],
+    scale: Annotated[str, typer.Option(help="tiny, sample or tt150k (CMVAE Table 1 shape).")] = "sample",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Write a simulated dataset in the contract, with planted structure and a latent oracle."""
+    import time
+
+    from bgmrec.data.simulate import simulate as run
+
+    started = time.perf_counter()
+    with console.status(f"simulating {scale}"):
+        sizes = run(scale, seed, out)
+    console.print(f"wrote {out}: {sizes} in {time.perf_counter() - started:.1f}s")
+
+
+@app.command("check-dataset")
+def check_dataset(
+    dataset: Annotated[Path, typer.Option(help="Dataset directory (the contract's four parquet files).")],
+    manifests_only: Annotated[bool, typer.Option(help="Only check music.parquet and videos.parquet.")] = False,
+) -> None:
+    """Check a dataset against the contract; non-zero exit naming file, id and problem if it breaks it."""
+    from bgmrec.data.contract import DatasetError, load_dataset
+
+    try:
+        ds = load_dataset(dataset, require_features=not manifests_only)
+    except DatasetError as exc:
+        _fail(str(exc))
+    console.print(f"ok: {len(ds.music)} music, {len(ds.videos)} videos, dims {ds.dims}")
+
+
+@app.command()
+def split(
+    dataset: Annotated[Path, typer.Option(help="Dataset directory.")],
+    kind: Annotated[str, typer.Option(help="weak or strong.")] = "weak",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Make and save a weak or strong split with its IPS negatives (dataset/splits/KIND.parquet)."""
+    from bgmrec.data.contract import DatasetError, load_dataset
+    from bgmrec.data.splits import make_split, save_split, split_path
+
+    try:
+        ds = load_dataset(dataset, require_features=False)
+    except DatasetError as exc:
+        _fail(str(exc))
+    s = make_split(ds, kind, seed)
+    path = save_split(s, ds, split_path(dataset, kind))
+    counts = {p: int((s.part == p).sum()) for p in ("train", "val", "test")}
+    console.print(f"wrote {path}: {counts}")
+
+
+@app.command()
+def benchmark(
+    dataset: Annotated[Path, typer.Option(help="Dataset directory.")],
+    out: Annotated[Path, typer.Option(help="JSON file for the results (a .md table is written beside it).")],
+    split: Annotated[str, typer.Option("--split", help="weak or strong.")] = "weak",
+    models: Annotated[str, typer.Option(help="Comma-separated model names; NAME@notext drops text at test.")] = (
+        "random,popular,cca"
+    ),
+    seed: Annotated[int, typer.Option(help="Split and model seed.")] = 0,
+    params: Annotated[
+        Path | None, typer.Option(help="YAML file with a `models:` mapping of per-model parameters.")
+    ] = None,
+) -> None:
+    """Train and evaluate models on one split with both Recall@K protocols; writes JSON and a markdown table."""
+    import yaml
+
+    from bgmrec.benchmark import markdown_table, run_benchmark, write_benchmark
+    from bgmrec.data.contract import DatasetError
+
+    model_params = (yaml.safe_load(params.read_text()) or {}).get("models", {}) if params else {}
+    try:
+        result = run_benchmark(dataset, split, [m.strip() for m in models.split(",") if m.strip()], seed,
+                               model_params, log=console.print)
+    except (DatasetError, ValueError) as exc:
+        _fail(str(exc))
+    json_path, md_path = write_benchmark(result, out)
+    console.print(markdown_table(result))
+    console.print(f"wrote {json_path} and {md_path}")
+
+
+@app.command("list-models")
+def list_models() -> None:
+    """Print every model name the benchmark and the pipeline accept."""
+    from bgmrec.models import available_models
+
+    print(json.dumps(available_models()))
+
+
+# ---------------------------------------------------------------- data layer (dvc.yaml stages)
+
+ParamsOption = Annotated[Path, typer.Option("--params", help="params.yaml with the step's block.")]
+
+
+def _params(path: Path) -> dict:
+    from bgmrec.steps import read_params
+
+    return read_params(path) if path.exists() else {}
+
+
+def _validation_exit(exc: Exception) -> None:
+    console.print(str(exc))
+    raise typer.Exit(code=1)
+
+
+@app.command("sample-media")
+def sample_media_command(
+    out: Annotated[Path, typer.Option(help="Directory to write the sample media data set to.")],
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Generate the bundled sample: synthetic music and short videos with a planted audio-visual link."""
+    from bgmrec.steps import sample_media_step
+
+    with console.status(f"generating sample media in {out}"):
+        result = sample_media_step(out, _params(params).get("sample_media"))
+    console.print(f"wrote {out}: {result}")
+
+
+@app.command()
+def extract(
+    dataset: Annotated[Path, typer.Option(help="Dataset directory; media paths in the manifests are relative to it.")],
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Decode the dataset's media and write music_features.parquet / video_features.parquet; bad items are
+    reported (console and DATASET/extraction_report.json) and skipped; non-zero exit if any item failed.
+    """
+    from rich.text import Text
+
+    from bgmrec.steps import extract_step
+
+    try:
+        result = extract_step(dataset, _params(params).get("extract"), console=console)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    for kind, counts in result["counts"].items():
+        console.print(f"{kind}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    console.print(f"dims {result['dims']}, seconds {result['seconds']}")
+    for failure in result["failures"]:
+        console.print(Text("FAILED ", style="bold red") + Text(failure))
+    if not result["ok"]:
+        _fail(f"{len(result['failures'])} item(s) failed; see {result['outputs']['report']}")
+    console.print(f"wrote {result['outputs']['music_features']} and {result['outputs']['video_features']}")
+
+
+@app.command("validate-manifests")
+def validate_manifests_command(
+    dataset: Annotated[Path, typer.Option(help="Dataset directory (music.parquet, videos.parquet).")],
+    report_dir: Annotated[Path, typer.Option(help="Where summary.txt, result.json and Data Docs go.")],
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Validate the manifests with Great Expectations; non-zero exit naming the offending rows on failure."""
+    from bgmrec.steps import validate_manifests_step
+    from bgmrec.validation import ValidationFailed
+
+    knobs = _params(params).get("validation", {})
+    try:
+        result = validate_manifests_step(dataset, report_dir, knobs.get("max_description_chars"))
+    except ValidationFailed as exc:
+        _validation_exit(exc)
+    console.print(f"manifests valid: {result['tables']}; report {result['summary']}")
+
+
+@app.command("validate-features")
+def validate_features_command(
+    dataset: Annotated[Path, typer.Option(help="Dataset directory with its feature tables.")],
+    report_dir: Annotated[Path, typer.Option(help="Where summary.txt, result.json and Data Docs go.")],
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Validate the feature tables with Great Expectations; non-zero exit naming the offending rows."""
+    from bgmrec.steps import validate_features_step
+    from bgmrec.validation import ValidationFailed
+
+    knobs = _params(params).get("validation", {})
+    try:
+        result = validate_features_step(dataset, report_dir, knobs.get("min_norm"), knobs.get("max_norm"))
+    except ValidationFailed as exc:
+        _validation_exit(exc)
+    console.print(f"features valid: {result['tables']}; report {result['summary']}")
+
+
+@app.command("feast-apply")
+def feast_apply_command(
+    repo: Annotated[Path, typer.Option(help="Feast feature repo (definitions.py + feature_store.yaml).")],
+    dataset: Annotated[Path, typer.Option(help="Dataset whose feature tables go into the repo.")],
+    config: Annotated[str, typer.Option(help="Config file inside the repo.")] = "feature_store.yaml",
+    out: Annotated[Path | None, typer.Option(help="JSON file to write the step's summary to.")] = None,
+) -> None:
+    """Stage the dataset's feature tables into the Feast repo, apply the definitions, materialize online."""
+    from bgmrec.steps import feast_apply_step
+
+    result = feast_apply_step(repo, dataset, config)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
+    console.print(f"feast: applied {len(result['applied'])} objects, rows {result['rows']}")
+
+
+@app.command()
+def train(
+    dataset: Annotated[Path, typer.Option(help="Dataset directory (manifests; vectors too without Feast).")],
+    model: Annotated[str, typer.Option(help="Registered torch model name (see list-models).")],
+    out: Annotated[Path, typer.Option(help="Output directory: model.pt, train.json, history.csv, PNG.")],
+    split: Annotated[str, typer.Option("--split", help="weak or strong.")] = "weak",
+    feature_repo: Annotated[
+        Path | None, typer.Option(help="Feast repo: read vectors with get_historical_features.")
+    ] = None,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Train one model on one split (params: `models.<name>`, split seed `data.seed`)."""
+    from bgmrec.data.contract import DatasetError
+    from bgmrec.steps import train_step
+
+    all_params = _params(params)
+    models = all_params.get("models", {}) or {}
+    model_params = {**(models.get(model.split("-")[0]) or {}), **(models.get(model) or {})}
+    seed = int((all_params.get("data") or {}).get("seed", 0))
+    try:
+        result = train_step(dataset, split, model, model_params, out, feature_repo, seed=seed)
+    except (DatasetError, ValueError) as exc:
+        _fail(str(exc))
+    console.print(f"{model} ({split}): {result['epochs']} epochs, checkpoint {result['checkpoint']}")
+
+
+@app.command()
+def evaluate(
+    dataset: Annotated[Path, typer.Option(help="Dataset directory with feature tables and splits.")],
+    checkpoint: Annotated[
+        list[str], typer.Option(help="KIND=PATH per split kind (weak=runs/x/weak/model.pt), or one PATH.")
+    ],
+    out: Annotated[Path, typer.Option(help="Metrics JSON: {split kind: Recall@K, IPS Recall@K, ...}.")],
+    plots_dir: Annotated[Path | None, typer.Option(help="Where Recall@K curves (CSV + PNG) go.")] = None,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Evaluate checkpoints with both protocols on the test part of each split kind."""
+    from bgmrec.steps import evaluate_step
+
+    seed = int((_params(params).get("data") or {}).get("seed", 0))
+    pairs = [c.split("=", 1) for c in checkpoint]
+    if all(len(p) == 2 for p in pairs):
+        checkpoints: dict[str, str] | str = {kind: path for kind, path in pairs}
+    elif len(pairs) == 1:
+        checkpoints = checkpoint[0]
+    else:
+        _fail(f"--checkpoint: give KIND=PATH for each split kind or a single PATH, got {checkpoint}")
+    result = evaluate_step(dataset, checkpoints, out, seed=seed, plots_dir=plots_dir)
+    for kind, metrics in result["metrics"].items():
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "recall" in k)
+        console.print(f"{result['model_name']} {kind}: {shown}")
+
+
+@app.command()
+def gate(
+    metrics: Annotated[Path, typer.Option(help="Metrics JSON of the candidate (from `bgmrec evaluate`).")],
+    checkpoint: Annotated[Path, typer.Option(help="The candidate checkpoint to register when it passes.")],
+    model: Annotated[str, typer.Option(help="Model name recorded in the registry.")],
+    registry: Annotated[Path, typer.Option(help="Model registry directory.")],
+    out: Annotated[Path | None, typer.Option(help="JSON file for the decision and its reasons.")] = None,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Promote the candidate only if it meets `gate.thresholds` and is not worse than production."""
+    from bgmrec.steps import gate_step
+
+    knobs = _params(params).get("gate", {}) or {}
+    result = gate_step(metrics, registry, knobs.get("thresholds") or {}, float(knobs.get("tolerance", 0.0)),
+                       model, checkpoint)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
+    if result["passed"]:
+        console.print(f"gate passed: {model} promoted as {result['version']}")
+    else:
+        console.print("gate refused; production unchanged (" + str(result["production"]) + "):\n  - "
+                      + "\n  - ".join(result["reasons"]))
+
+
+SERVING_DIR = Path(__file__).resolve().parents[1] / "serving"
+SERVICE = "service:BgmRecommender"
+
+
+@app.command("build-catalog")
+def build_catalog_command(
+    dataset: Annotated[Path, typer.Option(help="Dataset directory (music features are embedded).")],
+    registry: Annotated[Path, typer.Option(help="Model registry directory; writes REGISTRY/catalog.parquet.")],
+) -> None:
+    """Embed the dataset's music with the production model into the serving catalog (REGISTRY/catalog.parquet)."""
+    from bgmrec.steps import build_catalog_step
+
+    try:
+        result = build_catalog_step(dataset, registry)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    print(json.dumps(result))
+
+
+@app.command("build-bento")
+def build_bento_command(
+    registry: Annotated[Path, typer.Option(help="Model registry (production.json + catalog.parquet).")],
+    version: Annotated[str | None, typer.Option(help="Bento version (default: generated by BentoML).")] = None,
+) -> None:
+    """Package the production model + catalog as a BentoML model and build the `bgmrec` Bento (serving/)."""
+    from bgmrec.steps import build_bento_step
+
+    try:
+        result = build_bento_step(registry, version)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    print(json.dumps(result))
+
+
+@app.command()
+def serve(
+    registry: Annotated[Path, typer.Option(help="Model registry (production.json + catalog.parquet).")],
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 3000,
+    host: Annotated[str, typer.Option(help="Interface to bind (0.0.0.0 to accept remote clients).")] = "127.0.0.1",
+    feast_repo: Annotated[
+        Path | None, typer.Option(help="Feast repo for recommend_by_video (online video vectors).")
+    ] = None,
+    threads: Annotated[int, typer.Option(help="Request threads of the BentoML worker.")] = 4,
+    max_k: Annotated[int, typer.Option(help="Largest k a request may ask for.")] = 100,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest video upload accepted, in MB.")] = 50.0,
+) -> None:
+    """Serve the recommender: a thin wrapper over `bentoml serve service:BgmRecommender --working-dir serving`."""
+    import os
+    import sys
+
+    if not (registry / "production.json").exists():
+        _fail(f"{registry}: no production.json; promote a model (bgmrec gate) first")
+    if not (registry / "catalog.parquet").exists():
+        _fail(f"{registry}: no catalog.parquet; run `bgmrec build-catalog --registry {registry}` first")
+    env = {
+        **os.environ,
+        "BGMREC_REGISTRY": str(registry.resolve()),
+        "BGMREC_THREADS": str(threads),
+        "BGMREC_MAX_K": str(max_k),
+        "BGMREC_MAX_UPLOAD_MB": str(max_upload_mb),
+        "BENTOML_DO_NOT_TRACK": os.environ.get("BENTOML_DO_NOT_TRACK", "true"),
+    }
+    if feast_repo is not None:
+        env["BGMREC_FEATURE_REPO"] = str(feast_repo.resolve())
+    args = [sys.executable, "-m", "bentoml", "serve", SERVICE, "--working-dir", str(SERVING_DIR),
+            "--host", host, "--port", str(port)]
+    console.print(f"serving {registry} on http://{host}:{port} ({' '.join(args[2:])})")
+    os.execve(sys.executable, args, env)
+
+
+if __name__ == "__main__":
+    app()

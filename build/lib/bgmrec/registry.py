@@ -1,0 +1,170 @@
+"""Model registry on a directory, and the promotion gate.
+
+Layout of ROOT:
+  versions/<version>/model.pt       the checkpoint (a copy; the registry owns it)
+  versions/<version>/metrics.json   {"version", "model_name", "metrics", "registered_at"}
+  production.json                   {"version", "model_name", "checkpoint", "metrics", "promoted_at"}
+  catalog.parquet                   the serving music catalog (written by bgmrec.catalog, not here)
+
+A version id is `v<NNNN>-<model_name>`: ordered, readable, unique within one registry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+VERSIONS_DIR = "versions"
+PRODUCTION_FILE = "production.json"
+CHECKPOINT_FILE = "model.pt"
+METRICS_FILE = "metrics.json"
+_VERSION_RE = re.compile(r"^v(\d{4,})-")
+
+
+def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Nested metrics ({"weak": {"recall@10": .3}}) as {"weak.recall@10": .3}; non-numbers are dropped."""
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_metrics(value, f"{name}."))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            flat[name] = float(value)
+    return flat
+
+
+@dataclass
+class GateDecision:
+    """Whether a candidate may be promoted, and every reason it may not (empty when it passed)."""
+
+    passed: bool
+    reasons: list[str] = field(default_factory=list)
+
+
+def gate(
+    candidate_metrics: dict[str, Any],
+    thresholds: dict[str, float],
+    production_metrics: dict[str, Any] | None,
+    tolerance: float,
+) -> GateDecision:
+    """Pass only if every thresholded metric is met AND none is worse than production's minus `tolerance`.
+
+    Metric names are flattened dotted paths (see `flatten_metrics`), e.g. `weak.recall@10`. A threshold
+    on a metric the candidate lacks fails the gate (a gate that cannot check must not pass).
+    """
+    if not thresholds:
+        return GateDecision(False, ["no thresholds configured: the gate refuses to promote unchecked models"])
+    candidate = flatten_metrics(candidate_metrics)
+    production = flatten_metrics(production_metrics) if production_metrics else {}
+    reasons: list[str] = []
+    for name, minimum in sorted(thresholds.items()):
+        if name not in candidate:
+            reasons.append(
+                f"{name}: missing from the candidate's metrics (have: {', '.join(sorted(candidate))})"
+            )
+            continue
+        value = candidate[name]
+        if value < float(minimum):
+            reasons.append(f"{name}: {value:.4f} is below the threshold {float(minimum):.4f}")
+        if name in production and value < production[name] - float(tolerance):
+            reasons.append(
+                f"{name}: {value:.4f} is worse than production's {production[name]:.4f} "
+                f"by more than the tolerance {float(tolerance):.4f}"
+            )
+    return GateDecision(not reasons, reasons)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write atomically (temp file + rename) so a reader never sees half a production.json."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=float))
+    os.replace(tmp, path)
+
+
+class ModelRegistry:
+    """Versions of trained checkpoints with their metrics, and which one is in production."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @property
+    def versions_dir(self) -> Path:
+        return self.root / VERSIONS_DIR
+
+    def versions(self) -> list[str]:
+        """Registered version ids, oldest first."""
+        if not self.versions_dir.exists():
+            return []
+        found = [p.name for p in self.versions_dir.iterdir() if p.is_dir() and _VERSION_RE.match(p.name)]
+        return sorted(found, key=lambda v: int(_VERSION_RE.match(v).group(1)))  # type: ignore[union-attr]
+
+    def register(self, checkpoint: str | Path, metrics: dict[str, Any], model_name: str) -> str:
+        """Copy a checkpoint into the registry with its metrics; returns the new version id."""
+        checkpoint = Path(checkpoint)
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"checkpoint {checkpoint} does not exist; train the model first")
+        if not re.fullmatch(r"[A-Za-z0-9_.@-]+", model_name):
+            raise ValueError(f"model name '{model_name}' may only hold letters, digits and _.@-")
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+        existing = self.versions()
+        number = int(_VERSION_RE.match(existing[-1]).group(1)) + 1 if existing else 1  # type: ignore[union-attr]
+        while True:
+            version = f"v{number:04d}-{model_name}"
+            try:
+                (self.versions_dir / version).mkdir()
+                break
+            except FileExistsError:  # another writer took this number
+                number += 1
+        target = self.versions_dir / version
+        shutil.copy2(checkpoint, target / CHECKPOINT_FILE)
+        _write_json(
+            target / METRICS_FILE,
+            {"version": version, "model_name": model_name, "metrics": metrics, "registered_at": _now()},
+        )
+        return version
+
+    def info(self, version: str) -> dict[str, Any]:
+        """The metrics.json of a registered version."""
+        path = self.versions_dir / version / METRICS_FILE
+        if not path.exists():
+            known = ", ".join(self.versions()) or "none"
+            raise KeyError(f"version '{version}' is not in the registry {self.root} (registered: {known})")
+        return json.loads(path.read_text())
+
+    def promote(self, version: str) -> None:
+        """Make a registered version the production model (rewrites ROOT/production.json)."""
+        info = self.info(version)
+        _write_json(
+            self.root / PRODUCTION_FILE,
+            {
+                "version": version,
+                "model_name": info["model_name"],
+                "checkpoint": str((self.versions_dir / version / CHECKPOINT_FILE).resolve()),
+                "metrics": info["metrics"],
+                "promoted_at": _now(),
+            },
+        )
+
+    def production(self) -> dict[str, Any] | None:
+        """The production record, or None when nothing was promoted yet."""
+        path = self.root / PRODUCTION_FILE
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def load_production(self):
+        """The production model, loaded from its checkpoint (a TorchRecommender)."""
+        from bgmrec.models import load_model
+
+        record = self.production()
+        if record is None:
+            raise FileNotFoundError(f"no production model in {self.root}; run the gate step first")
+        return load_model(record["checkpoint"])

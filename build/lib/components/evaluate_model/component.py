@@ -1,0 +1,26 @@
+"""Both Recall@K protocols on both splits (bgmrec.steps.evaluate_step)."""
+
+from kfp import dsl
+from kfp.dsl import Input, Metrics, Model, Output
+
+from pipelines.settings import pipeline_image
+
+
+@dsl.component(base_image=pipeline_image())
+def evaluate_model(
+    dataset_dir: str, weak_model: Input[Model], strong_model: Input[Model], params_path: str,
+    metrics: Output[Metrics],
+):
+    """Full-gallery Recall@K and IPS Recall@K on the weak split (weak_model) and the strong split (strong_model,
+    which never saw its test music). `metrics` holds the nested JSON the gate reads, and one logged metric per
+    value for the Kubeflow UI."""
+    from pathlib import Path
+
+    from bgmrec.registry import flatten_metrics
+    from bgmrec.steps import evaluate_step, read_params
+
+    seed = int(read_params(params_path).get("data", {}).get("seed", 0))
+    checkpoints = {"weak": Path(weak_model.path) / "model.pt", "strong": Path(strong_model.path) / "model.pt"}
+    result = evaluate_step(dataset_dir, checkpoints, metrics.path, seed=seed)
+    for name, value in flatten_metrics(result["metrics"]).items():
+        metrics.log_metric(name, value)

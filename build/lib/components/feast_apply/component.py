@@ -1,0 +1,17 @@
+"""Features to Feast: stage, apply, materialize (bgmrec.steps.feast_apply_step)."""
+
+from kfp import dsl
+
+from pipelines.settings import pipeline_image
+
+
+@dsl.component(base_image=pipeline_image())
+def feast_apply(dataset_dir: str, feature_repo: str, params_path: str) -> str:
+    """Training then reads its vectors point-in-time from the offline store, serving from the online store.
+    Returns the feature repo."""
+    from bgmrec.steps import feast_apply_step, read_params
+
+    config = read_params(params_path).get("feast", {}).get("config", "feature_store.yaml")
+    result = feast_apply_step(feature_repo, dataset_dir, config)
+    print(f"feast apply {result['repo']}: {result['rows']}")
+    return feature_repo

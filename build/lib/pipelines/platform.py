@@ -1,0 +1,47 @@
+"""Cluster placement of pipeline tasks, in one place: resources, retries, the data volume, and GPU nodes.
+
+The local runner ignores all of this (it warns); tests assert on the compiled IR and platform spec instead.
+"""
+
+from __future__ import annotations
+
+from kfp import kubernetes
+from kfp.dsl import PipelineTask
+
+from pipelines.settings import KubeflowSettings, TaskResources
+
+
+def _apply_resources(task: PipelineTask, resources: TaskResources) -> PipelineTask:
+    task.set_cpu_request(resources.cpu_request).set_cpu_limit(resources.cpu_limit)
+    task.set_memory_request(resources.memory_request).set_memory_limit(resources.memory_limit)
+    if resources.retries:
+        # Exponential backoff: a preempted node or a flaky volume mount usually clears within minutes.
+        task.set_retry(num_retries=resources.retries, backoff_duration="60s", backoff_factor=2.0)
+    return task
+
+
+def mount_data_volume(task: PipelineTask, settings: KubeflowSettings) -> PipelineTask:
+    """Mount the shared data volume (registry, catalog, Feast repo, batches) and the params ConfigMap."""
+    kubernetes.mount_pvc(task, pvc_name=settings.data_claim, mount_path=settings.data_mount_path)
+    return kubernetes.use_config_map_as_volume(task, config_map_name=settings.params_config_map,
+                                               mount_path=settings.params_mount_path)
+
+
+def on_cluster(task: PipelineTask, settings: KubeflowSettings) -> PipelineTask:
+    """A CPU task: default resources and retries, the data volume."""
+    _apply_resources(task, settings.default)
+    return mount_data_volume(task, settings)
+
+
+def on_gpu_node(task: PipelineTask, settings: KubeflowSettings) -> PipelineTask:
+    """A training task: one accelerator, GPU-node selector and toleration, training resources and retries."""
+    resources = settings.training
+    if not resources.accelerator or resources.accelerator_count < 1:
+        raise ValueError("params.yaml kubeflow.training needs an accelerator and accelerator_count >= 1")
+    task.set_accelerator_type(resources.accelerator).set_accelerator_limit(resources.accelerator_count)
+    _apply_resources(task, resources)
+    for key, value in resources.node_selector.items():
+        kubernetes.add_node_selector(task, label_key=key, label_value=str(value))
+    if resources.toleration:
+        kubernetes.add_toleration(task, **resources.toleration)
+    return mount_data_volume(task, settings)

@@ -1,0 +1,22 @@
+"""Train one model on one split (bgmrec.steps.train_step); the pipeline puts it on a GPU node."""
+
+from kfp import dsl
+from kfp.dsl import Model, Output
+
+from pipelines.settings import pipeline_image
+
+
+@dsl.component(base_image=pipeline_image())
+def train_model(
+    dataset_dir: str, model_name: str, split_kind: str, feature_repo: str, params_path: str, model: Output[Model]
+) -> int:
+    """`model` holds model.pt, train.json and the training curves. Vectors come from Feast when feature_repo
+    is set, else from the dataset files. Returns the epoch whose weights were kept (early stopping)."""
+    from bgmrec.steps import read_params, train_step
+
+    params = read_params(params_path)
+    seed = int(params.get("data", {}).get("seed", 0))
+    result = train_step(dataset_dir, split_kind, model_name, params.get("models", {}).get(model_name), model.path,
+                        feature_repo=feature_repo or None, seed=seed)
+    model.metadata.update({"model_name": model_name, "split": split_kind, "features_from": result["features_from"]})
+    return int(result["best_epoch"])

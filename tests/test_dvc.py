@@ -1,0 +1,101 @@
+"""The DVC pipeline definition, run for real on a copy: a failed validation stops it, a re-run is a no-op,
+a changed param re-runs only what depends on it. The stages are the project's own dvc.yaml entries.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+PROJECT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+STAGES = ("validate_features", "split")  # a validation and what follows it, enough to show the pipeline stops
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _dvc(project: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1",
+           "GX_ANALYTICS_ENABLED": "false"}
+    return subprocess.run([str(BIN / "dvc"), *args], cwd=project, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def _ran(result: subprocess.CompletedProcess) -> list[str]:
+    """Names of the stages a `dvc repro` ran (from its log)."""
+    out = result.stdout + result.stderr
+    return [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage '")]
+
+
+def test_project_dvc_yaml_declares_the_whole_flow():
+    pipeline = yaml.safe_load((PROJECT / "dvc.yaml").read_text())
+    stages = pipeline["stages"]
+    for name in ("sample_media", "validate_manifests", "extract", "validate_features", "feast", "train_cmvae",
+                 "train_vmcml", "evaluate", "gate"):
+        assert name in stages, f"dvc.yaml lacks stage {name}"
+    assert {"metrics/${item}.json"} == {next(iter(m)) for m in stages["evaluate"]["do"]["metrics"]}
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    for block in ("data", "validation", "feast", "models", "gate"):
+        assert block in params, f"params.yaml lacks `{block}:`"
+    assert params["gate"]["thresholds"], "the gate needs thresholds"
+
+
+@pytest.fixture
+def project(tmp_path, tiny_dataset) -> Path:
+    """A git + DVC project in tmp_path with the project's validate_features and split stages and their code."""
+    project = tmp_path / "project"
+    project.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    pipeline = yaml.safe_load((PROJECT / "dvc.yaml").read_text())
+    stages = {name: pipeline["stages"][name] for name in STAGES}
+    (project / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    params["data"] = {"dataset": "data/ds", "seed": 0}
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for code in ("bgmrec/validation.py", "bgmrec/data/splits.py"):
+        (project / code).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(PROJECT / code, project / code)
+    shutil.copytree(tiny_dataset, project / "data" / "ds", ignore=shutil.ignore_patterns("splits", "oracle.npz"))
+    (project / ".dvc").mkdir()
+    (project / ".dvc" / "config").write_text(
+        f"[core]\n    analytics = false\n    site_cache_dir = {tmp_path / 'dvc-site-cache'}\n"
+    )
+    return project
+
+
+def test_failed_validation_stops_the_pipeline_and_a_rerun_is_a_noop(project):
+    features = project / "data" / "ds" / "video_features.parquet"
+    good = features.read_bytes()
+    table = pd.read_parquet(features)
+    bad_id = table.at[2, "video_id"]
+    table.at[2, "visual"] = table.at[2, "visual"][:-1]
+    table.to_parquet(features)
+
+    failed = _dvc(project, "repro")
+    assert failed.returncode != 0
+    assert _ran(failed) == ["validate_features"], failed.stdout + failed.stderr
+    assert bad_id in (project / "reports" / "validation" / "features" / "summary.txt").read_text()
+    assert not (project / "data" / "ds" / "splits").exists()
+
+    features.write_bytes(good)
+    fixed = _dvc(project, "repro")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert set(_ran(fixed)) == {"validate_features", "split@weak", "split@strong"}
+    assert (project / "data" / "ds" / "splits" / "strong.parquet").exists()
+
+    again = _dvc(project, "repro")
+    assert again.returncode == 0 and _ran(again) == []
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["data"]["seed"] = 1
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    changed = _dvc(project, "repro")
+    assert changed.returncode == 0, changed.stdout + changed.stderr
+    assert set(_ran(changed)) == {"split@weak", "split@strong"}

@@ -1,0 +1,440 @@
+"""The BentoML recommender: every endpoint and every bad input in-process (ASGI), then `bgmrec serve` over HTTP.
+
+The model is a real CMVAE trained for one epoch on a tiny simulated dataset whose visual/text widths are the media
+extractors' (so uploads embed into the model's input space); video vectors come from a real Feast repo.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVING_DIR = ROOT / "serving"
+MAX_UPLOAD_MB = 0.1
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory) -> dict[str, Path]:
+    """A dataset, a registry with a promoted CMVAE and its catalog, and a materialised Feast repo."""
+    from bgmrec import feature_store
+    from bgmrec.data.contract import load_dataset
+    from bgmrec.data.simulate import simulate
+    from bgmrec.data.splits import make_split
+    from bgmrec.media.config import ExtractionConfig
+    from bgmrec.media.registry import create_extractor
+    from bgmrec.models import create_model
+    from bgmrec.models.base import TrainingData
+    from bgmrec.registry import ModelRegistry
+    from bgmrec.steps import build_catalog_step
+
+    base = tmp_path_factory.mktemp("serving")
+    dataset = base / "dataset"
+    config = ExtractionConfig()
+    dims = {kind: create_extractor(kind, config).dim for kind in ("visual", "text")}
+    simulate("tiny", seed=0, out=dataset, dims=dims)
+    ds = load_dataset(dataset)
+    model = create_model("cmvae", {"epochs": 1, "progress": False, "latent_dim": 32, "hidden": 32})
+    model.fit(TrainingData(ds, make_split(ds, "strong", 0)))
+    checkpoint = model.save(base / "cmvae.pt")
+    registry = ModelRegistry(base / "registry")
+    registry.promote(registry.register(checkpoint, {"weak": {"test": {"recall@10": 0.0}}}, "cmvae"))
+    build_catalog_step(dataset, registry.root)
+
+    repo = base / "feast"
+    repo.mkdir()
+    for name in ("definitions.py", "feature_store.yaml"):
+        shutil.copy(ROOT / "features" / name, repo / name)
+    feature_store.stage_repo_data(repo, dataset)
+    store = feature_store.open_store(repo)
+    feature_store.apply_repo(store, repo)
+    feature_store.materialize_all(store)
+    return {"dataset": dataset, "registry": registry.root, "feast": repo}
+
+
+@pytest.fixture(scope="session")
+def videos(served) -> dict[str, object]:
+    """Ids and vectors of one video with a description and one without."""
+    from bgmrec.data.contract import load_dataset
+
+    vv = load_dataset(served["dataset"]).video_vectors
+    with_text, without_text = int(np.flatnonzero(vv.has_text)[0]), int(np.flatnonzero(~vv.has_text)[0])
+    return {
+        "text_id": str(vv.ids[with_text]), "visual": vv.visual[with_text].tolist(), "text": vv.text[with_text].tolist(),
+        "notext_id": str(vv.ids[without_text]), "notext_visual": vv.visual[without_text].tolist(),
+    }
+
+
+@pytest.fixture(scope="session")
+def clip(tmp_path_factory) -> Path:
+    """A one-second synthetic video (FFmpeg testsrc2)."""
+    import imageio_ffmpeg
+
+    path = tmp_path_factory.mktemp("media") / "clip.mp4"
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
+         "testsrc2=size=160x120:rate=10", "-t", "1", "-pix_fmt", "yuv420p", str(path)],
+        check=True,
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def client(served, server_process):
+    """An in-process HTTP client of the service (starlette TestClient over Svc.to_asgi()).
+
+    Requests `server_process` only so that the `bgmrec serve` subprocess warms up while these tests run.
+    """
+    import bentoml
+    from starlette.testclient import TestClient
+
+    env = {
+        "BGMREC_REGISTRY": str(served["registry"]),
+        "BGMREC_FEATURE_REPO": str(served["feast"]),
+        "BGMREC_MONITOR_INTERVAL_S": "0",
+        "BGMREC_MAX_UPLOAD_MB": str(MAX_UPLOAD_MB),
+    }
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        svc = bentoml.load("service:BgmRecommender", working_dir=str(SERVING_DIR))
+        with TestClient(svc.to_asgi()) as test_client:
+            yield test_client
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _error(response) -> str:
+    body = response.json()
+    body = body[0] if isinstance(body, list) else body
+    return str(body.get("error", "")) + str(body.get("detail", ""))
+
+
+def _metric(text: str, name: str, labels: str = "") -> float | None:
+    match = re.search(rf"^{re.escape(name + labels)} ([-+0-9.eEinfa]+)$", text, flags=re.MULTILINE)
+    return float(match.group(1)) if match else None
+
+
+# --- recommend_by_features ------------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_features_returns_k_ranked_music_from_the_catalog(client, videos):
+    r = client.post("/recommend_by_features", json={"visual": videos["visual"], "text": videos["text"], "k": 7})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["items"]) == 7 and body["k"] == 7 and body["model_version"].startswith("v0001")
+    scores = [item["score"] for item in body["items"]]
+    assert scores == sorted(scores, reverse=True) and all(-1.0 <= s <= 1.0 for s in scores)
+    catalog = client.post("/catalog", json={"limit": 1000}).json()
+    known = {item["music_id"]: item["title"] for item in catalog["items"]}
+    assert all(known[item["music_id"]] == item["title"] for item in body["items"])
+
+
+@pytest.mark.integration
+def test_features_without_text_works(client, videos):
+    r = client.post("/recommend_by_features", json={"visual": videos["visual"], "k": 5})
+    assert r.status_code == 200, r.text
+    assert len(r.json()["items"]) == 5
+
+
+@pytest.mark.integration
+def test_options_exclude_mmr_and_debias(client, videos):
+    plain = client.post("/recommend_by_features", json={"visual": videos["visual"], "k": 5}).json()["items"]
+    excluded = [plain[0]["music_id"], plain[1]["music_id"]]
+    r = client.post("/recommend_by_features", json={"visual": videos["visual"], "k": 5, "exclude": excluded})
+    ids = [item["music_id"] for item in r.json()["items"]]
+    assert len(ids) == 5 and not set(ids) & set(excluded)
+    assert ids[:3] == [item["music_id"] for item in plain[2:]]
+    for options in ({"mmr_lambda": 0.0}, {"popularity_debias": 5.0}):
+        r = client.post("/recommend_by_features", json={"visual": videos["visual"], "k": 5, **options})
+        assert r.status_code == 200 and len(r.json()["items"]) == 5
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"visual": [0.1] * 3}, "visual has 3 values, expected 1280"),
+        ({"text": [0.1] * 5}, "text has 5 values, expected 512"),
+        ({"k": 0}, "k=0 is out of range"),
+        ({"k": 101}, "k=101 is out of range"),
+        ({"mmr_lambda": 1.5}, "mmr_lambda=1.5 is out of range"),
+        ({"popularity_debias": -1}, "popularity_debias=-1.0 is out of range"),
+        ({"k": "ten"}, "valid integer"),
+        ({"visual": "abc"}, "valid array"),
+    ],
+)
+def test_bad_feature_requests_get_400_naming_the_problem(client, videos, body, message):
+    r = client.post("/recommend_by_features", json={"visual": videos["visual"], **body})
+    assert r.status_code == 400, r.text
+    assert message in _error(r)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("NaN", "visual[0] is nan"),
+        ("Infinity", "visual[0] is inf"),
+        ("1e999", "visual[0] is inf"),
+    ],
+)
+def test_non_finite_vectors_get_400(client, raw, message):
+    body = '{"visual": [' + ",".join([raw] + ["0.5"] * 1279) + "]}"
+    r = client.post("/recommend_by_features", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert message in _error(r)
+
+
+@pytest.mark.integration
+def test_malformed_json_gets_400(client):
+    headers = {"content-type": "application/json"}
+    r = client.post("/recommend_by_features", content=b'{"visual": [0.1, ', headers=headers)
+    assert r.status_code == 400
+    assert "Invalid JSON" in _error(r)
+
+
+# --- recommend_by_video ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_by_video_id_matches_the_same_vectors_sent_directly(client, videos):
+    by_id = client.post("/recommend_by_video", json={"video_id": videos["text_id"], "k": 5})
+    assert by_id.status_code == 200, by_id.text
+    direct = client.post("/recommend_by_features", json={"visual": videos["visual"], "text": videos["text"], "k": 5})
+    assert [i["music_id"] for i in by_id.json()["items"]] == [i["music_id"] for i in direct.json()["items"]]
+
+
+@pytest.mark.integration
+def test_by_video_id_without_description(client, videos):
+    by_id = client.post("/recommend_by_video", json={"video_id": videos["notext_id"], "k": 4})
+    assert by_id.status_code == 200, by_id.text
+    direct = client.post("/recommend_by_features", json={"visual": videos["notext_visual"], "k": 4})
+    assert [i["music_id"] for i in by_id.json()["items"]] == [i["music_id"] for i in direct.json()["items"]]
+
+
+@pytest.mark.integration
+def test_unknown_video_id_gets_404_naming_it(client):
+    r = client.post("/recommend_by_video", json={"video_id": "no-such-video"})
+    assert r.status_code == 404
+    assert "no-such-video" in _error(r)
+
+
+# --- recommend_by_upload --------------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_upload_with_and_without_description(client, clip):
+    for data in ({"description": "a sunny day at the beach", "k": "4"}, {"k": "4"}):
+        with clip.open("rb") as f:
+            r = client.post("/recommend_by_upload", files={"video": ("clip.mp4", f, "video/mp4")}, data=data)
+        assert r.status_code == 200, r.text
+        assert len(r.json()["items"]) == 4
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("content", "status", "message"),
+    [
+        (b"", 400, "video upload is empty"),
+        (b"definitely not a video" * 10, 400, "video upload could not be decoded"),
+        (b"\0" * int(MAX_UPLOAD_MB * 2**20 + 1), 413, "over the limit"),
+    ],
+)
+def test_bad_uploads(client, content, status, message):
+    r = client.post("/recommend_by_upload", files={"video": ("v.mp4", content, "video/mp4")})
+    assert r.status_code == status, r.text
+    assert message in _error(r)
+
+
+# --- catalog and refresh --------------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_catalog_pages_and_bad_paging(client):
+    r = client.post("/catalog", json={"offset": 5, "limit": 3})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["size"] == 40 and body["dim"] == 32 and len(body["items"]) == 3
+    assert client.post("/catalog", json={"limit": 5000}).status_code == 400
+
+
+@pytest.mark.integration
+def test_refresh_adds_new_music_that_is_recommendable(client, served, videos):
+    from bgmrec.data.contract import load_dataset
+
+    mv = load_dataset(served["dataset"]).music_vectors
+    top = client.post("/recommend_by_features", json={"visual": videos["visual"], "k": 1}).json()["items"][0]
+    row = int(np.flatnonzero(mv.ids == top["music_id"])[0])
+    before = client.post("/catalog", json={"limit": 0}).json()
+    # A new clip with the features of the current best match must rank beside it.
+    new = {"music_id": "new-clip", "title": "New clip", "audio_embedding": mv.audio_embedding[row].tolist(),
+           "audio_lld": mv.audio_lld[row].tolist()}
+    r = client.post("/refresh_catalog", json={"music": [new]})
+    assert r.status_code == 200, r.text
+    assert r.json()["size"] == before["size"] + 1 and r.json()["version"] == before["version"] + 1
+    ranked = client.post("/recommend_by_features", json={"visual": videos["visual"], "k": 2}).json()
+    assert "new-clip" in [item["music_id"] for item in ranked["items"]]
+    assert ranked["catalog_version"] == before["version"] + 1
+
+    again = client.post("/refresh_catalog", json={"music": [new]})
+    assert again.status_code == 400 and "new-clip is already in the catalog" in _error(again)
+    short = client.post("/refresh_catalog", json={"music": [{**new, "music_id": "x", "audio_lld": [1.0]}]})
+    assert short.status_code == 400 and "audio_lld has 1 values" in _error(short)
+    assert client.post("/refresh_catalog", json={}).status_code == 400
+
+    reloaded = client.post("/refresh_catalog", json={"reload": True})
+    assert reloaded.status_code == 200 and reloaded.json()["size"] == before["size"]
+
+
+@pytest.mark.integration
+def test_metrics_show_diversity_and_errors(client, videos):
+    for k in (3, 8):
+        client.post("/recommend_by_features", json={"visual": videos["visual"], "k": k, "mmr_lambda": 0.5})
+    client.post("/recommend_by_features", json={"visual": videos["visual"], "k": 0})
+    deadline = time.monotonic() + 10
+    while True:
+        text = client.get("/metrics").text
+        lists = _metric(text, "bgmrec_diversity_window_lists")
+        if (lists or 0) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    for name in ("coverage", "gini", "entropy", "intra_list_diversity", "new_share", "mean_popularity"):
+        value = _metric(text, f"bgmrec_diversity_{name}")
+        assert value is not None and np.isfinite(value), name
+    assert 0 < _metric(text, "bgmrec_diversity_coverage") <= 1
+    errors = _metric(text, "bgmrec_request_errors_total", '{endpoint="recommend_by_features",kind="k_out_of_range"}')
+    assert errors and errors >= 1
+    assert "bentoml_service_request_total" in text or "bentoml_service_request_duration_seconds" in text
+
+
+# --- `bgmrec serve` over real HTTP ----------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server_process(served, tmp_path_factory):
+    """`bgmrec serve` started in a subprocess (own process group, stopped at the end); it warms up meanwhile."""
+    port = _free_port()
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path_factory.mktemp("bentoml_home")),
+           "BGMREC_MONITOR_INTERVAL_S": "0.2"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "bgmrec"), "serve", "--registry", str(served["registry"]),
+             "--feast-repo", str(served["feast"]), "--port", str(port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        yield process, f"http://127.0.0.1:{port}", log_path
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def server(server_process) -> str:
+    """The base URL of the `bgmrec serve` subprocess, once /readyz answers 200."""
+    import httpx
+
+    process, url, log_path = server_process
+    deadline = time.monotonic() + 180
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"bgmrec serve exited with {process.returncode}: {log_path.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return url
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"bgmrec serve not ready after 180 s: {log_path.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_bgmrec_serve_over_http(server, served, videos, clip):
+    import httpx
+
+    from bgmrec.data.contract import load_dataset
+
+    with httpx.Client(base_url=server, timeout=60) as http:
+        before = http.get("/metrics").text
+        assert _metric(before, "bgmrec_catalog_size") == 40
+        features = http.post("/recommend_by_features", json={"visual": videos["visual"], "k": 5})
+        assert features.status_code == 200 and len(features.json()["items"]) == 5
+        by_id = http.post("/recommend_by_video", json={"video_id": videos["notext_id"], "k": 5, "mmr_lambda": 0.3})
+        assert by_id.status_code == 200, by_id.text
+        with clip.open("rb") as f:
+            upload = http.post("/recommend_by_upload", files={"video": ("clip.mp4", f, "video/mp4")}, data={"k": "3"})
+        assert upload.status_code == 200, upload.text
+        assert http.post("/recommend_by_video", json={"video_id": "nope"}).status_code == 404
+        assert http.post("/catalog", json={"limit": 2}).json()["size"] == 40
+
+        # Requests in flight while the catalog is refreshed are all answered.
+        statuses: list[int] = []
+        stop = threading.Event()
+
+        def hammer() -> None:
+            with httpx.Client(base_url=server, timeout=60) as own:
+                while not stop.is_set():
+                    statuses.append(own.post("/recommend_by_features", json={"visual": videos["visual"]}).status_code)
+
+        workers = [threading.Thread(target=hammer) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        time.sleep(0.5)
+        rng = np.random.default_rng(0)
+        dims = load_dataset(served["dataset"]).music_vectors.dims
+        for i in range(3):
+            music = {"music_id": f"batch-{i}", "audio_embedding": rng.standard_normal(dims["audio_embedding"]).tolist(),
+                     "audio_lld": rng.standard_normal(dims["audio_lld"]).tolist()}
+            assert http.post("/refresh_catalog", json={"music": [music]}).status_code == 200
+            time.sleep(0.3)
+        stop.set()
+        for worker in workers:
+            worker.join()
+        assert statuses and set(statuses) == {200}, f"{len(statuses)} requests, statuses {set(statuses)}"
+        only_new = http.post("/recommend_by_features", json={
+            "visual": videos["visual"], "k": 3,
+            "exclude": [item["music_id"] for item in http.post("/catalog", json={"limit": 40}).json()["items"]]})
+        assert sorted(item["music_id"] for item in only_new.json()["items"]) == ["batch-0", "batch-1", "batch-2"]
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            after = http.get("/metrics").text
+            if (_metric(after, "bgmrec_diversity_window_lists") or 0) >= min(1000, len(statuses) + 4):
+                break
+            time.sleep(0.2)
+        assert _metric(after, "bgmrec_catalog_size") == 43
+        assert (_metric(after, "bgmrec_diversity_window_lists") or 0) > (
+            _metric(before, "bgmrec_diversity_window_lists") or 0)
+        assert _metric(after, "bgmrec_diversity_coverage") != _metric(before, "bgmrec_diversity_coverage")
+        assert _metric(after, "bgmrec_request_errors_total", '{endpoint="recommend_by_video",kind="unknown_video"}')
