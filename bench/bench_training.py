@@ -106,7 +106,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="epochs per model (the fastest one is reported)")
     parser.add_argument("--split", default="weak", help="weak or strong")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     started = time.perf_counter()
     dataset = load_dataset(args.dataset)
@@ -126,8 +129,10 @@ def main() -> None:
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         row = bench_model(name, data, args.epochs, args.seed)
         results["models"][name] = row
-        print(f"{name}: {row['best_epoch_seconds']} s/epoch, {row['videos_per_s']} videos/s, "
-              f"{row['achieved_gflops']} GFLOP/s = {row['flop_utilisation']:.0%} of matmul")
+        print(
+            f"{name}: {row['best_epoch_seconds']} s/epoch, {row['videos_per_s']} videos/s, "
+            f"{row['achieved_gflops']} GFLOP/s = {row['flop_utilisation']:.0%} of matmul"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))

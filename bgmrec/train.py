@@ -99,6 +99,10 @@ def fit_torch(rec: TorchRecommender, data: TrainingData) -> dict[str, Any]:
     best_value, best_state, best_epoch, stale = -np.inf, None, -1, 0
     history: list[dict[str, float]] = []
     started = time.perf_counter()
+
+    def over_budget() -> bool:
+        return bool(p["max_seconds"]) and time.perf_counter() - started > float(p["max_seconds"])
+
     progress = Progress(
         TextColumn(f"[bold]{rec.name}[/]"),
         BarColumn(),
@@ -113,7 +117,7 @@ def fit_torch(rec: TorchRecommender, data: TrainingData) -> dict[str, Any]:
             epoch_start = time.perf_counter()
             order = torch.randperm(n, generator=generator).to(device)
             totals: dict[str, float] = {}
-            steps = 0
+            steps = seen = 0
             for start in range(0, n, batch_size):
                 index = order[start : start + batch_size]
                 if len(index) < 2:
@@ -130,11 +134,17 @@ def fit_torch(rec: TorchRecommender, data: TrainingData) -> dict[str, Any]:
                 steps += 1
                 for key, value in {"loss": float(loss.detach()), **logs}.items():
                     totals[key] = totals.get(key, 0.0) + float(value)
+                seen += len(index)
+                # the wall-clock budget is also checked inside the epoch, so one epoch of a big dataset on a slow
+                # machine cannot overrun it; the partial epoch is still validated below
+                if over_budget():
+                    break
             record: dict[str, float] = {k: v / max(steps, 1) for k, v in totals.items()}
             record.update(
                 epoch=epoch,
                 seconds=time.perf_counter() - epoch_start,
-                videos_per_s=n / max(time.perf_counter() - epoch_start, 1e-9),
+                videos=seen,
+                videos_per_s=seen / max(time.perf_counter() - epoch_start, 1e-9),
             )
             if has_val:
                 val = evaluate(rec, ds, data.split, "val")
@@ -153,7 +163,7 @@ def fit_torch(rec: TorchRecommender, data: TrainingData) -> dict[str, Any]:
             )
             if has_val and stale >= int(p["patience"]):
                 break
-            if p["max_seconds"] and time.perf_counter() - started > float(p["max_seconds"]):
+            if over_budget():
                 break
     if best_state is not None:
         module.load_state_dict(best_state)

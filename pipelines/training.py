@@ -50,11 +50,12 @@ def build_training_pipeline(params: dict[str, Any] | None = None):
             validate_manifests(dataset_dir=dataset_dir, params_path=params_path), settings
         ).set_display_name("validate manifests")
         with dsl.ParallelFor(shards, name="extract-shards") as shard:
+            # The dataset dir comes from the pipeline parameter plus .after(): kfp.local 2.17 resolves an upstream
+            # task's output inside a ParallelFor to the loop item instead.
             part = on_cluster(
-                extract_shard(dataset_dir=manifests.outputs["Output"], shard=shard, n_shards=len(shards),
-                              params_path=params_path),
+                extract_shard(dataset_dir=dataset_dir, shard=shard, n_shards=len(shards), params_path=params_path),
                 settings,
-            ).set_display_name("extract shard")
+            ).set_display_name("extract shard").after(manifests)
         assembled = on_cluster(
             assemble_features(dataset_dir=dataset_dir, params_path=params_path,
                               shard_failures=dsl.Collected(part.output)),

@@ -16,7 +16,8 @@ Endpoints (POST, JSON keyed by parameter name; the upload endpoint takes multipa
 Bad input gets a 4xx whose message names the problem; BentoML serves /healthz, /livez, /readyz and /metrics.
 
 Configuration (environment, read when the service starts): BGMREC_REGISTRY, BGMREC_FEATURE_REPO, BGMREC_MAX_K,
-BGMREC_MAX_UPLOAD_MB, BGMREC_MONITOR_WINDOW, BGMREC_MONITOR_INTERVAL_S, BGMREC_THREADS, BGMREC_TORCH_THREADS;
+BGMREC_MAX_UPLOAD_MB, BGMREC_MONITOR_WINDOW, BGMREC_MONITOR_INTERVAL_S, BGMREC_THREADS, BGMREC_TORCH_THREADS,
+BGMREC_ANN_MIN_SIZE (catalogs this large get the coarse index of bgmrec.catalog);
 BGMREC_BENTO_MODEL (set in a built Bento) makes the service load the packaged BentoML model instead.
 """
 
@@ -38,7 +39,9 @@ from pydantic import BaseModel, Field
 from bgmrec.catalog import CATALOG_FILE, CatalogError, MusicCatalog, Recommendations, load_catalog
 from bgmrec.models.base import TorchRecommender
 
-PACKAGED_MODEL = os.environ.get("BGMREC_BENTO_MODEL", "")
+# The BentoML model packaged in a built Bento: a build argument stored in the Bento (`bgmrec build-bento` sets it),
+# or BGMREC_BENTO_MODEL. Empty when serving straight from a registry.
+PACKAGED_MODEL = str(getattr(bentoml.use_arguments(), "bento_model", "") or os.environ.get("BGMREC_BENTO_MODEL", ""))
 CHECKPOINT_FILE = "model.pt"
 
 EXAMPLE_INPUT: dict[str, Any] = {
@@ -62,6 +65,7 @@ class ServingSettings:
     monitor_window: int = 1000
     monitor_interval: float = 1.0
     torch_threads: int = 1
+    ann_min_size: int = 200_000
 
     @classmethod
     def from_env(cls) -> ServingSettings:
@@ -74,6 +78,7 @@ class ServingSettings:
             monitor_window=int(env.get("BGMREC_MONITOR_WINDOW", 1000)),
             monitor_interval=float(env.get("BGMREC_MONITOR_INTERVAL_S", 1.0)),
             torch_threads=int(env.get("BGMREC_TORCH_THREADS", 1)),
+            ann_min_size=int(env.get("BGMREC_ANN_MIN_SIZE", 200_000)),
         )
 
 
@@ -162,7 +167,7 @@ class BgmRecommender:
             self.model = registry.load_production()
             self.catalog_path = registry.root / CATALOG_FILE
             self.model_version = str(record["version"])
-        self.catalog: MusicCatalog = load_catalog(self.catalog_path)
+        self.catalog: MusicCatalog = self._indexed(load_catalog(self.catalog_path))
         self._refresh_lock = threading.Lock()
         self.monitor = DiversityMonitor(self.catalog, self.settings.monitor_window, self.settings.monitor_interval)
         self.monitor.start()
@@ -325,7 +330,7 @@ class BgmRecommender:
                         endpoint, "catalog_file",
                         f"{self.catalog_path}: embeddings have {fresh.dim} dims, the model embeds in {current.dim}",
                     )
-                fresh = _with_version(fresh, current.version + 1)
+                fresh = self._indexed(_with_version(fresh, current.version + 1))
                 appended = False
             else:
                 fresh = self._added(endpoint, current, music or [])
@@ -335,6 +340,10 @@ class BgmRecommender:
         return {"size": len(fresh), "version": fresh.version, "added": len(fresh) - len(current) if appended else None}
 
     # -- helpers -------------------------------------------------------------------------------------------
+
+    def _indexed(self, catalog: MusicCatalog) -> MusicCatalog:
+        """Large catalogs get the coarse index (exact search reads the whole matrix per query)."""
+        return catalog.with_index() if len(catalog) >= self.settings.ann_min_size else catalog
 
     def _added(self, endpoint: str, current: MusicCatalog, music: list[NewMusic]) -> MusicCatalog:
         dims = self.model.dims

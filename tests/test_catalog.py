@@ -133,3 +133,38 @@ def test_build_catalog_embeds_music_with_the_model(tiny_dataset):
     video = model.embed_videos(ds.video_vectors.visual[:1], ds.video_vectors.text[:1], ds.video_vectors.has_text[:1])
     scores = model.score(ds.video_vectors.subset(np.arange(1)), ds.music_vectors)[0]
     assert np.array_equal(built.top_k(video[0], 5).index, np.argsort(-scores, kind="stable")[:5])
+
+
+def _clustered_catalog(n: int = 4000, d: int = 16, clusters: int = 40) -> MusicCatalog:
+    rng = np.random.default_rng(7)
+    centres = rng.standard_normal((clusters, d))
+    x = centres[rng.integers(0, clusters, n)] + 0.3 * rng.standard_normal((n, d))
+    ids = np.array([f"c{i}" for i in range(n)], dtype=object)
+    return MusicCatalog(ids, ids, x.astype(np.float32), rng.zipf(1.5, n).astype(float), np.zeros(n, bool))
+
+
+def test_coarse_index_keeps_the_music_and_finds_the_exact_top_k_mostly():
+    exact = _clustered_catalog()
+    indexed = exact.with_index()
+    assert indexed.index is not None and sorted(indexed.ids) == sorted(exact.ids)
+    hits = 0
+    for seed in range(30):
+        q = exact.embeddings[seed * 100] + 0.05 * _query(seed)
+        q = q / np.linalg.norm(q)
+        truth = set(exact.ids[exact.top_k(q, 10).index])
+        got = indexed.top_k(q, 10)
+        assert np.all(np.diff(got.scores) <= 0)
+        assert set(indexed.ids[indexed.top_k(q, 10, exact=True).index]) == truth
+        hits += len(truth & set(indexed.ids[got.index]))
+    assert hits / 300 >= 0.9
+
+
+def test_coarse_index_serves_added_music_exclusions_and_mmr():
+    indexed = _clustered_catalog().with_index()
+    q = _query(11)
+    bigger = indexed.add(["fresh"], q[None, :])
+    assert bigger.ids[bigger.top_k(q, 1).index[0]] == "fresh"
+    top = bigger.top_k(q, 5)
+    excluded = list(bigger.ids[top.index[:2]])
+    got = bigger.top_k(q, 5, exclude=excluded, mmr_lambda=0.5, popularity_debias=0.5)
+    assert len(got.index) == 5 and not set(bigger.ids[got.index]) & set(excluded)

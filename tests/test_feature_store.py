@@ -58,8 +58,9 @@ def test_training_data_through_get_historical_features_equals_the_files(repo, da
         np.testing.assert_array_equal(through_feast.video_vectors.visual, dataset.video_vectors.visual)
         np.testing.assert_array_equal(through_feast.video_vectors.has_text, dataset.video_vectors.has_text)
         np.testing.assert_array_equal(through_feast.video_vectors.text, dataset.video_vectors.text)
-        np.testing.assert_array_equal(through_feast.music_vectors.audio_embedding, dataset.music_vectors.audio_embedding)
-        np.testing.assert_array_equal(through_feast.music_vectors.audio_lld, dataset.music_vectors.audio_lld)
+        music, expected = through_feast.music_vectors, dataset.music_vectors
+        np.testing.assert_array_equal(music.audio_embedding, expected.audio_embedding)
+        np.testing.assert_array_equal(music.audio_lld, expected.audio_lld)
         np.testing.assert_array_equal(through_feast.video_music_index, dataset.video_music_index)
 
 

@@ -27,11 +27,12 @@ from bgmrec.media.sample import generate_sample_media
 FAST = {"fps": 2.0, "max_frames": 4, "progress": False, "workers": 2}
 
 
-def lavfi_video(path: Path, seconds: float, size: str = "96x64", rate: int = 25) -> Path:
-    """A real H.264 mp4 from FFmpeg's testsrc2 source."""
+def lavfi_video(path: Path, seconds: float, size: str = "96x64", rate: int = 25, faststart: bool = False) -> Path:
+    """A real H.264 mp4 from FFmpeg's testsrc2 source (faststart: the index before the frames)."""
+    flags = ["-movflags", "+faststart"] if faststart else []
     subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i",
                     f"testsrc2=size={size}:rate={rate}:duration={seconds}", "-c:v", "libx264", "-pix_fmt", "yuv420p",
-                    str(path)], check=True)
+                    *flags, str(path)], check=True)
     return path
 
 
@@ -171,13 +172,17 @@ def test_bad_media_is_reported_per_item_and_the_rest_is_processed(sample_dir, tm
     (dataset / "videos" / "corrupt.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
     data = good.read_bytes()
     (dataset / "videos" / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    # With the index first, a cut file still opens and yields its first frames: caught by the frame count.
+    whole = lavfi_video(tmp_path / "faststart.mp4", 4, faststart=True).read_bytes()
+    (dataset / "videos" / "cut_faststart.mp4").write_bytes(whole[: len(whole) // 3])
     (dataset / "videos" / "empty.mp4").write_bytes(b"")
     tone(dataset / "videos" / "audio_only.mp4", 1.0, 220.0)  # a WAV file: no video stream
     shutil.copy(good, tmp_path / "outside.mp4")
     (dataset / "music" / "truncated.flac").write_bytes((dataset / music["audio_path"][1]).read_bytes()[:600])
     bad_videos = {"bad_corrupt": "videos/corrupt.mp4", "bad_truncated": "videos/truncated.mp4",
                   "bad_empty": "videos/empty.mp4", "bad_noframe": "videos/audio_only.mp4",
-                  "bad_outside": "../outside.mp4", "bad_missing": "videos/nope.mp4"}
+                  "bad_outside": "../outside.mp4", "bad_missing": "videos/nope.mp4",
+                  "bad_cut": "videos/cut_faststart.mp4"}
     extra = pd.DataFrame({"video_id": list(bad_videos), "music_id": music["music_id"][0], "description": None,
                           "video_path": list(bad_videos.values())})
     bad_music = pd.DataFrame({"music_id": ["bad_music"], "title": ["x"], "audio_path": ["music/truncated.flac"]})
@@ -193,6 +198,7 @@ def test_bad_media_is_reported_per_item_and_the_rest_is_processed(sample_dir, tm
     assert "empty" in failed["bad_empty"]
     assert "not found" in failed["bad_missing"]
     assert "no video stream" in failed["bad_noframe"]
+    assert "truncated" in failed["bad_cut"]
     for item in ("bad_corrupt", "bad_truncated", "bad_music"):
         assert failed[item], item
     for item in failed:

@@ -23,7 +23,14 @@ from bgmrec.train import training_tensors
 
 pytestmark = pytest.mark.unit
 
-FAST = {"epochs": 12, "patience": 12, "progress": False, "video_hidden": [64], "music_hidden": [32], "embedding_dim": 32}
+FAST = {
+    "epochs": 12,
+    "patience": 12,
+    "progress": False,
+    "video_hidden": [64],
+    "music_hidden": [32],
+    "embedding_dim": 32,
+}
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +129,9 @@ def test_seen_music_uses_prototype_unseen_uses_encoder(trained_vmcml, weak_data)
     assert not np.allclose(mixed[:3], mixed[3:], atol=1e-3)
     np.testing.assert_allclose(np.linalg.norm(mixed, axis=1), 1.0, atol=1e-5)
     forced = create_model("vmcml", {**trained_vmcml.params, "seen_music": "encoder"})
-    forced.load_state({"dims": trained_vmcml.dims, "extra": trained_vmcml.extra,
-                       "state_dict": trained_vmcml.module.state_dict()})
+    forced.load_state(
+        {"dims": trained_vmcml.dims, "extra": trained_vmcml.extra, "state_dict": trained_vmcml.module.state_dict()}
+    )
     np.testing.assert_allclose(forced.embed_music(audio, lld, np.array(seen_ids)), encoder, atol=1e-6)
 
 
@@ -167,11 +175,14 @@ def test_checkpoint_round_trip(tmp_path, weak_data, trained_vmcml, name):
     loaded = load_model(path)
     assert loaded.name == name and loaded.params == model.params
     vv, mv = weak_data.dataset.video_vectors, weak_data.dataset.music_vectors
-    np.testing.assert_array_equal(loaded.embed_videos(vv.visual, vv.text, vv.has_text),
-                                  model.embed_videos(vv.visual, vv.text, vv.has_text))
+    np.testing.assert_array_equal(
+        loaded.embed_videos(vv.visual, vv.text, vv.has_text), model.embed_videos(vv.visual, vv.text, vv.has_text)
+    )
     ids = np.array([*mv.ids[:-2], "unseen-1", "unseen-2"])
-    np.testing.assert_array_equal(loaded.embed_music(mv.audio_embedding, mv.audio_lld, ids),
-                                  model.embed_music(mv.audio_embedding, mv.audio_lld, ids))
+    np.testing.assert_array_equal(
+        loaded.embed_music(mv.audio_embedding, mv.audio_lld, ids),
+        model.embed_music(mv.audio_embedding, mv.audio_lld, ids),
+    )
 
 
 def test_bad_input_raises_clear_errors(trained_vmcml, weak_data):

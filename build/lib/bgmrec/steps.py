@@ -47,11 +47,11 @@ def build_bento_step(registry_dir: str | Path, version: str | None = None) -> di
     """Package the production model and catalog as the BentoML model `bgmrec-recommender`, then build the Bento.
 
     The model folder holds model.pt (the registry's checkpoint) and catalog.parquet; the Bento is built from
-    serving/bentofile.yaml with BGMREC_BENTO_MODEL pinned to the new model's tag, so the service declares that
-    BentoModel at class level and the model travels inside the Bento. The bgmrec package goes in as a wheel.
+    serving/bentofile.yaml with the build argument `bento_model` set to the new model's tag, so the service
+    declares that BentoModel at class level and the model travels inside the Bento. bgmrec goes in as a wheel.
     Uses BENTOML_HOME for the stores (set it to keep them inside a project or a temp dir).
     """
-    import os
+    import contextlib
     import shutil
     import subprocess
     import sys
@@ -82,22 +82,20 @@ def build_bento_step(registry_dir: str | Path, version: str | None = None) -> di
     tag = str(bento_model.tag)
     config = yaml.safe_load((serving / "bentofile.yaml").read_text())
     with tempfile.TemporaryDirectory(prefix="bgmrec-bento-") as work:
+        # A copy of serving/ as the build context: BentoML wants wheels given relative to it.
+        context = Path(shutil.copytree(serving, Path(work) / "serving", ignore=shutil.ignore_patterns("__pycache__")))
         subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                        work, str(root)], check=True)
-        config["python"] = {**config.get("python", {}), "wheels": [str(p) for p in Path(work).glob("bgmrec-*.whl")]}
-        config["envs"] = [*config.get("envs", []), {"name": "BGMREC_BENTO_MODEL", "value": tag}]
+                        str(context / "wheels"), str(root)], check=True)
+        wheels = [str(p.relative_to(context)) for p in (context / "wheels").glob("bgmrec-*.whl")]
+        config["python"] = {**config.get("python", {}), "wheels": wheels}
         config["models"] = [tag]
-        bentofile = Path(work) / "bentofile.yaml"
+        bentofile = context / "bentofile.yaml"
         bentofile.write_text(yaml.safe_dump(config, sort_keys=False))
-        previous = os.environ.get("BGMREC_BENTO_MODEL")
-        os.environ["BGMREC_BENTO_MODEL"] = tag  # the service module reads it when the build imports it
-        try:
-            bento = bentoml.bentos.build_bentofile(str(bentofile), version=version, build_ctx=str(serving))
-        finally:
-            if previous is None:
-                os.environ.pop("BGMREC_BENTO_MODEL", None)
-            else:
-                os.environ["BGMREC_BENTO_MODEL"] = previous
+        with contextlib.chdir(context):  # BentoML resolves wheel paths against the working directory
+            # The argument is stored in the Bento: the service reads it (bentoml.use_arguments) and declares the
+            # BentoModel at class level, at build time and whenever the Bento is served.
+            bento = bentoml.bentos.build_bentofile(str(bentofile), version=version, build_ctx=str(context),
+                                                   args={"bento_model": tag})
     return {"bento": str(bento.tag), "model": tag, "registry_version": record["version"], "path": bento.path}
 
 

@@ -45,7 +45,8 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def _check_file(path: Path) -> None:
+def check_media_file(path: Path) -> None:
+    """Raise MediaError if the path is missing, not a regular file or empty."""
     if not path.exists():
         raise MediaError(f"{path}: file not found")
     if not path.is_file():
@@ -67,7 +68,7 @@ def _ffmpeg_error(stderr: str) -> str:
 def probe(path: str | Path) -> ProbeResult:
     """Read duration and stream kinds with `ffmpeg -i` (imageio-ffmpeg ships no ffprobe). Raises MediaError."""
     path = Path(path)
-    _check_file(path)
+    check_media_file(path)
     try:
         proc = subprocess.run(
             [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],

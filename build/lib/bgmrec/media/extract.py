@@ -29,7 +29,7 @@ from bgmrec.data.contract import (
 from bgmrec.media.audio import LLDTransform
 from bgmrec.media.cache import FeatureCache, file_digest, text_digest
 from bgmrec.media.config import ExtractionConfig
-from bgmrec.media.decode import MediaError, decode_audio, decode_frames
+from bgmrec.media.decode import MediaError, check_media_file, decode_audio, decode_frames
 from bgmrec.media.registry import Extractor, create_extractor
 from bgmrec.media.report import REPORT_FILE, ExtractionReport
 
@@ -108,6 +108,7 @@ def _music_item(
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """(audio_embedding, raw audio_lld functionals, all-from-cache) for one music file. Raises on bad media."""
     embedder, lld = get_extractor("audio_embedding", config), get_extractor("audio_lld", config)
+    check_media_file(path)
     digest = file_digest(path) if cache is not None else ""
     emb = cache.get(embedder.signature(), digest) if cache is not None else None
     raw = cache.get(lld.signature(), digest) if cache is not None else None
@@ -202,6 +203,7 @@ def extract_music_files(
 
 def _video_frames(path: Path, config: ExtractionConfig, signature: str, cache: FeatureCache | None):
     """Cached visual vector, or the decoded frames to embed. Runs in a worker thread."""
+    check_media_file(path)
     digest = file_digest(path) if cache is not None else ""
     if cache is not None:
         hit = cache.get(signature, digest)

@@ -272,15 +272,15 @@ class CMVAE(TorchRecommender):
         "lr": 1e-3,
         "weight_decay": 1e-3,
         "latent_dim": 512,
-        "hidden": 512,
+        "hidden": 256,
         "generation": "cross",
         "fusion": "poe",
         "subsample": True,
         "margin": 0.2,
         "top_k": 10,
         "alpha": 3.0,
-        "beta": 1.0,
-        "gamma": 1.0,
+        "beta": 100.0,
+        "gamma": 100.0,
     }
 
     def __init__(self, params: dict[str, Any] | None = None):

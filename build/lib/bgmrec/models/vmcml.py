@@ -43,7 +43,9 @@ LIFTING_LOSSES = ("cosface", "arcface")
 SEEN_MUSIC_MODES = ("prototype", "encoder")
 
 
-def margin_logits(cosine: torch.Tensor, labels: torch.Tensor, scale: float, margin: float, kind: str = "cosface") -> torch.Tensor:
+def margin_logits(
+    cosine: torch.Tensor, labels: torch.Tensor, scale: float, margin: float, kind: str = "cosface"
+) -> torch.Tensor:
     """Logits of the margin softmax losses, from cosines (B, N) between features and prototypes.
 
     cosface (VMCML eq. 3, Wang et al.): s·(cos θ_y − μ) for the target class, s·cos θ_j otherwise.
@@ -148,14 +150,19 @@ class VMCMLModule(VideoMusicEncoders):
         cosine = F.normalize(features, dim=1) @ F.normalize(self.prototypes, dim=1).T
         return F.cross_entropy(margin_logits(cosine, labels, self.scale, self.margin, self.lifting_loss), labels)
 
-    def training_loss(self, batch: dict[str, torch.Tensor], bank: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def training_loss(
+        self, batch: dict[str, torch.Tensor], bank: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         labels = batch["label"]
         video = self.encode_videos(batch["visual"], batch["text"], batch["has_text"])
         music = self.music_of(bank, labels)
         video_lifting = self.lifting(video, labels)
         music_lifting = self.lifting(music, labels)
         loss = video_lifting + self.alpha * music_lifting  # eq. 4
-        logs = {"loss_lifting_video": float(video_lifting.detach()), "loss_lifting_music": float(music_lifting.detach())}
+        logs = {
+            "loss_lifting_video": float(video_lifting.detach()),
+            "loss_lifting_music": float(music_lifting.detach()),
+        }
         if self.beta > 0:
             negative = self.music_of(bank, random_negatives(labels, len(self.prototypes)))
             v = F.normalize(video, dim=1)
@@ -175,19 +182,24 @@ class CEVARModule(VideoMusicEncoders):
         self.margin = float(params["margin"])
         self.n_music = n_music
 
-    def training_loss(self, batch: dict[str, torch.Tensor], bank: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def training_loss(
+        self, batch: dict[str, torch.Tensor], bank: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         labels = batch["label"]
         v = F.normalize(self.encode_videos(batch["visual"], batch["text"], batch["has_text"]), dim=1)
         positive = F.normalize(self.music_of(bank, labels), dim=1)
         negative = F.normalize(self.music_of(bank, random_negatives(labels, self.n_music)), dim=1)
         positive_cos, negative_cos = (v * positive).sum(1), (v * negative).sum(1)
         loss = cosine_embedding_loss(positive_cos, negative_cos, self.margin)
-        return loss, {"positive_cos": float(positive_cos.mean().detach()), "negative_cos": float(negative_cos.mean().detach())}
+        return loss, {
+            "positive_cos": float(positive_cos.mean().detach()),
+            "negative_cos": float(negative_cos.mean().detach()),
+        }
 
 
 ENCODER_DEFAULTS: dict[str, Any] = {
     "embedding_dim": 256,
-    "video_hidden": [512],
+    "video_hidden": [256],
     "music_hidden": [256],
     "dropout": 0.1,
     "use_lld": True,
@@ -230,7 +242,9 @@ class VMCMLRecommender(TorchRecommender):
     def __init__(self, params: dict[str, Any] | None = None):
         super().__init__(params)
         if self.params["lifting_loss"] not in LIFTING_LOSSES:
-            raise ValueError(f"{self.name}: lifting_loss '{self.params['lifting_loss']}' is not one of {LIFTING_LOSSES}")
+            raise ValueError(
+                f"{self.name}: lifting_loss '{self.params['lifting_loss']}' is not one of {LIFTING_LOSSES}"
+            )
         if self.params["seen_music"] not in SEEN_MUSIC_MODES:
             raise ValueError(f"{self.name}: seen_music '{self.params['seen_music']}' is not one of {SEEN_MUSIC_MODES}")
         self._prototype_row: dict[str, int] = {}
