@@ -41,8 +41,14 @@ def make_music_world(root: Path, n_music: int = 6, videos_per_music: int = 4, mo
     on the catalog as `extract_dataset` does) + simulated video vectors (the batch pipeline never looks at
     videos, and a CNN pass would triple the time) → a 1-epoch model promoted to production → the serving
     catalog (bgmrec.steps.build_catalog_step)."""
-    from bgmrec.data.contract import MusicVectors, VideoVectors, write_manifests, write_music_features
-    from bgmrec.data.contract import load_dataset, write_video_features
+    from bgmrec.data.contract import (
+        MusicVectors,
+        VideoVectors,
+        load_dataset,
+        write_manifests,
+        write_music_features,
+        write_video_features,
+    )
     from bgmrec.data.splits import make_split
     from bgmrec.media.audio import LLDTransform
     from bgmrec.media.config import ExtractionConfig

@@ -18,6 +18,8 @@ from pipelines.platform import on_cluster
 from pipelines.settings import KubeflowSettings, cluster_params_path, load_settings
 
 PIPELINE_NAME = "bgmrec-new-music-batch"
+# The pipeline's result starts with this when the batch was refused (bgmrec trigger checks it).
+REFUSED_TITLE = "music batch refused"
 
 
 def build_new_music_batch_pipeline(settings: KubeflowSettings | None = None):
@@ -53,7 +55,7 @@ def build_new_music_batch_pipeline(settings: KubeflowSettings | None = None):
             ).set_display_name("refresh serving catalog").after(push)
         with dsl.Else(name="batch-refused"):
             refused = on_cluster(
-                publish_report(title="music batch refused", text=ingest.outputs["summary"]), settings
+                publish_report(title=REFUSED_TITLE, text=ingest.outputs["summary"]), settings
             ).set_display_name("report refusal")
         return dsl.OneOf(refresh.output, refused.outputs["Output"])
 

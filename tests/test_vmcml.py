@@ -205,3 +205,12 @@ def test_bad_input_raises_clear_errors(trained_vmcml, weak_data):
         create_model("vmcml", {"lifting_loss": "softmax"})
     with pytest.raises(ValueError, match="unknown parameter"):
         create_model("cevar", {"scale": 30})
+
+
+def test_time_budget_stops_inside_an_epoch(weak_data):
+    # the training loop checks max_seconds after every step, so a big epoch cannot overrun the budget
+    model = create_model("cevar", {**FAST, "max_seconds": 1e-9, "batch_size": 64})
+    report = model.fit(weak_data)
+    assert report["epochs"] == 1
+    assert report["history"][0]["videos"] == 64 < len(weak_data.train_index)
+    assert "val_ips_recall@25" in report["history"][0]
