@@ -69,7 +69,7 @@ def write_recall_curves(metrics: dict[str, dict[str, Any]], out_dir: Path, title
         left.plot([r[0] for r in full], [r[i + 1] for r in full], marker="o", label=kind)
         right.plot([r[0] for r in ips], [r[i + 1] for r in ips], marker="o", label=kind)
     left.set(xlabel="K", ylabel="Recall@K", title=f"{title}: full gallery", ylim=(0, 1))
-    right.set(xlabel="K", ylabel="IPS Recall@K", title=f"{title}: 1 + 100 negatives", ylim=(0, 1))
+    right.set(xlabel="K", ylabel="IPS Recall@K", title=f"{title}: IPS, 1 true + sampled negatives", ylim=(0, 1))
     left.legend()
     right.legend()
     fig.tight_layout()

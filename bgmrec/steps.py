@@ -497,3 +497,61 @@ def refresh_catalog_step(
     catalog.save(catalog_path)
     return {"catalog": str(catalog_path), "added": len(ids), "music_before": before, "music_after": len(catalog),
             "catalog_version": catalog.version}
+
+
+def evaluate_music_batch_step(
+    batch_dir: str | Path, features_dir: str | Path, registry_dir: str | Path, out_json: str | Path,
+    params: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Strong-generalization Recall@K of a batch that comes with videos (batch videos.csv/.parquet): each video
+    ranks the batch's new music — never seen in training, the papers' unseen music — with the production model;
+    full-gallery Recall@K (VMCML eq. 7) over the batch's music. Videos that fail to decode are reported and left
+    out. Writes OUT_JSON and returns the metrics.
+    """
+    import json
+
+    import numpy as np
+
+    from bgmrec.batch import read_batch_videos
+    from bgmrec.media.extract import embed_video_file, resolve_media_path
+    from bgmrec.metrics import FULL_KS, recall_at_k
+    from bgmrec.registry import ModelRegistry
+
+    videos = read_batch_videos(batch_dir)
+    if videos is None:
+        raise FileNotFoundError(f"{batch_dir}: no videos.csv or videos.parquet: nothing to evaluate")
+    music = _read_batch_music_vectors(features_dir)
+    column = {str(music_id): i for i, music_id in enumerate(music.ids)}
+    config = dict((params or {}).get("extract") or {}, progress=False)
+    visual, text, kept, failures = [], [], [], []
+    for row in videos.to_dict("records"):
+        if str(row["music_id"]) not in column:
+            failures.append(f"{row['video_id']}: music {row['music_id']} is not among the batch's extracted music")
+            continue
+        try:
+            path = resolve_media_path(Path(batch_dir), row.get("video_path"))
+            vector, description = embed_video_file(path, row.get("description"), config)
+        except Exception as exc:  # noqa: BLE001 - one bad video is reported, the rest is evaluated
+            failures.append(f"{row['video_id']}: {exc}")
+            continue
+        visual.append(vector)
+        text.append(description)
+        kept.append(column[str(row["music_id"])])
+    if not kept:
+        raise ValueError(f"{batch_dir}: no video of the batch could be evaluated: {'; '.join(failures)}")
+    model = ModelRegistry(registry_dir).load_production()
+    has_text = np.array([t is not None for t in text])
+    text_matrix = None
+    if has_text.any():
+        dim = len(next(t for t in text if t is not None))
+        text_matrix = np.stack([t if t is not None else np.zeros(dim, np.float32) for t in text])
+    video_embeddings = model.embed_videos(np.stack(visual), text_matrix, has_text if has_text.any() else None)
+    music_embeddings = model.embed_music(music.audio_embedding, music.audio_lld, music.ids)
+    ks = tuple(k for k in FULL_KS if k < len(music)) or (1,)
+    metrics = recall_at_k(video_embeddings @ music_embeddings.T, np.asarray(kept), ks)
+    result = {"protocol": "strong generalization, full gallery = the batch's new music", "videos": len(kept),
+              "music": len(music), "metrics": metrics, "failures": failures}
+    out = Path(out_json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=float))
+    return result

@@ -21,6 +21,14 @@ def _ffmpeg(*args: str) -> None:
     subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args], check=True, timeout=60)
 
 
+def write_clip(path: Path, hue: int, seconds: float = 1.0) -> Path:
+    """A short synthetic video (FFmpeg's testsrc2, hue-shifted)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _ffmpeg("-f", "lavfi", "-i", f"testsrc2=size=96x96:rate=6:duration={seconds}", "-vf", f"hue=h={hue}",
+            "-pix_fmt", "yuv420p", "-c:v", "libx264", "-preset", "ultrafast", str(path))
+    return path
+
+
 def write_tone(path: Path, frequency: float, seconds: float = TONE_SECONDS) -> Path:
     """A mono sine tone with a little tremolo (so openSMILE's functionals are not degenerate)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -39,7 +47,7 @@ class MusicWorld:
 def make_music_world(root: Path, n_music: int = 6, videos_per_music: int = 4, model: str = "vmcml") -> MusicWorld:
     """Real tones → music features with the real extractors (and the saved audio_lld scaler + PCA, fitted here
     on the catalog as `extract_dataset` does) + simulated video vectors (the batch pipeline never looks at
-    videos, and a CNN pass would triple the time) → a 1-epoch model promoted to production → the serving
+    videos' content here, and a CNN pass would triple the time) → a 1-epoch model promoted to production → the serving
     catalog (bgmrec.steps.build_catalog_step)."""
     from bgmrec.data.contract import (
         MusicVectors,
@@ -76,7 +84,10 @@ def make_music_world(root: Path, n_music: int = 6, videos_per_music: int = 4, mo
     video_music = np.repeat(np.arange(n_music), videos_per_music)
     video_ids = np.array([f"v{i:03d}" for i in range(len(video_music))], object)
     style = rng.normal(size=(n_music, 8))
-    visual = (style[video_music] @ rng.normal(size=(8, 16)) + 0.3 * rng.normal(size=(len(video_music), 16)))
+    # Visual vectors as long as the real visual extractor's, so batch videos can be scored by the model.
+    visual_dim = get_extractor("visual", config).dim
+    noise = 0.3 * rng.normal(size=(len(video_music), visual_dim))
+    visual = style[video_music] @ rng.normal(size=(8, visual_dim)) + noise
     text = np.zeros((len(video_music), 8), np.float32)
     write_video_features(dataset_dir, VideoVectors(video_ids, visual.astype(np.float32), text,
                                                    np.zeros(len(video_music), bool)))

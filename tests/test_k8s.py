@@ -92,9 +92,7 @@ def test_base_file_validates(path: Path) -> None:
 
 def test_crd_files_validate_as_core_kinds() -> None:
     for name in CRD_KINDS.values():
-        kubernetes_validate.validate(
-            yaml.safe_load((K8S / "crds" / name).read_text()), KUBERNETES_VERSION, strict=True
-        )
+        kubernetes_validate.validate(yaml.safe_load((K8S / "crds" / name).read_text()), KUBERNETES_VERSION, strict=True)
 
 
 def test_rendered_overlay_validates(rendered) -> None:
@@ -146,9 +144,7 @@ def test_workloads_are_hardened(rendered) -> None:
         for container in pod["containers"]:
             resources = container.get("resources", {})
             for section in ("requests", "limits"):
-                assert {"cpu", "memory"} <= set(resources.get(section, {})), (
-                    f"{name}: cpu/memory {section} missing"
-                )
+                assert {"cpu", "memory"} <= set(resources.get(section, {})), f"{name}: cpu/memory {section} missing"
             context = container["securityContext"]
             assert context["readOnlyRootFilesystem"] is True, f"{name}: root filesystem must be read-only"
             assert context["allowPrivilegeEscalation"] is False, f"{name}: privilege escalation allowed"
@@ -180,3 +176,16 @@ def test_params_configmap_is_params_yaml(rendered) -> None:
     ]
     assert len(config_maps) == 1
     assert config_maps[0]["data"]["params.yaml"] == (ROOT / "params.yaml").read_text()
+
+
+def test_grafana_dashboard_is_shipped(rendered) -> None:
+    import json
+
+    dashboards = [
+        r
+        for r in rendered
+        if r["kind"] == "ConfigMap" and r["metadata"].get("labels", {}).get("grafana_dashboard") == "1"
+    ]
+    assert len(dashboards) == 1
+    (content,) = dashboards[0]["data"].values()
+    assert json.loads(content)["panels"], "the dashboard has no panels"

@@ -53,6 +53,17 @@ def sample_dir(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def extracted(sample_dir, tmp_path_factory):
+    """The sample with one blank description, extracted once with FAST: (dataset dir, first report)."""
+    dataset = tmp_path_factory.mktemp("extracted") / "ds"
+    shutil.copytree(sample_dir, dataset)
+    videos = pd.read_parquet(dataset / "videos.parquet")
+    videos.loc[0, "description"] = "   "  # blank description → null text vector
+    write_manifests(dataset, pd.read_parquet(dataset / "music.parquet"), videos)
+    return dataset, extract_dataset(dataset, FAST)
+
+
 @pytest.mark.integration
 def test_frames_at_3_fps_for_a_known_duration(tmp_path):
     video = lavfi_video(tmp_path / "four_seconds.mp4", 4)
@@ -125,14 +136,9 @@ def test_same_sentence_in_two_languages_is_closer_than_an_unrelated_one():
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_extract_dataset_writes_the_contract_and_rerun_hits_the_cache(sample_dir, tmp_path):
-    dataset = tmp_path / "ds"
-    shutil.copytree(sample_dir, dataset)
+def test_extract_dataset_writes_the_contract_and_rerun_hits_the_cache(extracted):
+    dataset, first = extracted
     videos = pd.read_parquet(dataset / "videos.parquet")
-    videos.loc[0, "description"] = "   "  # blank description → null text vector
-    write_manifests(dataset, pd.read_parquet(dataset / "music.parquet"), videos)
-
-    first = extract_dataset(dataset, FAST)
     assert first.ok, first.failures
     assert first.counts["music"] == {"extracted": 4} and first.counts["video"] == {"extracted": 8}
     ds = load_dataset(dataset)
@@ -160,13 +166,14 @@ def test_extract_dataset_writes_the_contract_and_rerun_hits_the_cache(sample_dir
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_bad_media_is_reported_per_item_and_the_rest_is_processed(sample_dir, tmp_path):
+def test_bad_media_is_reported_per_item_and_the_rest_is_processed(extracted, tmp_path):
+    import yaml
     from typer.testing import CliRunner
 
     from bgmrec.cli import app
 
     dataset = tmp_path / "bad"
-    shutil.copytree(sample_dir, dataset)
+    shutil.copytree(extracted[0], dataset)  # with its cache: the good items are not extracted again
     music, videos = load_manifests(dataset)
     good = dataset / videos["video_path"][0]
     (dataset / "videos" / "corrupt.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
@@ -188,7 +195,9 @@ def test_bad_media_is_reported_per_item_and_the_rest_is_processed(sample_dir, tm
     bad_music = pd.DataFrame({"music_id": ["bad_music"], "title": ["x"], "audio_path": ["music/truncated.flac"]})
     write_manifests(dataset, pd.concat([music, bad_music]), pd.concat([videos, extra]))
 
-    result = CliRunner().invoke(app, ["extract", "--dataset", str(dataset), "--params", str(tmp_path / "none.yaml")],
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"extract": FAST}))
+    result = CliRunner().invoke(app, ["extract", "--dataset", str(dataset), "--params", str(params)],
                                 env={"COLUMNS": "200"})
     assert result.exit_code != 0
     report = json.loads((dataset / "extraction_report.json").read_text())
@@ -205,7 +214,7 @@ def test_bad_media_is_reported_per_item_and_the_rest_is_processed(sample_dir, tm
         assert item in result.output
     # Every good item was still extracted.
     assert report["counts"]["video"]["failed"] == len(bad_videos)
-    assert report["counts"]["video"].get("extracted", 0) + report["counts"]["video"].get("cached", 0) == 8
+    assert report["counts"]["video"]["cached"] == 8 and report["counts"]["music"]["cached"] == len(music)
     written = pd.read_parquet(dataset / "video_features.parquet")
     assert sorted(written["video_id"]) == sorted(videos["video_id"])
     assert len(pd.read_parquet(dataset / "music_features.parquet")) == len(music)
@@ -225,6 +234,28 @@ def test_embed_video_file_for_uploads(sample_dir, tmp_path):
     (tmp_path / "zero.mp4").write_bytes(b"")
     with pytest.raises(MediaError, match="empty"):
         embed_video_file(tmp_path / "zero.mp4", None, FAST)
+
+
+@pytest.mark.integration
+def test_sample_media_command_writes_decodable_media_and_contract_manifests(tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from bgmrec.cli import app
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"sample_media": {
+        "n_music": 3, "n_videos": 5, "music_seconds_min": 1.0, "music_seconds_max": 1.5, "video_seconds_min": 1.0,
+        "video_seconds_max": 1.2, "video_size": 32, "text_fraction": 1.0}}))
+    out = tmp_path / "sample"
+    result = CliRunner().invoke(app, ["sample-media", "--out", str(out), "--params", str(params)])
+    assert result.exit_code == 0, result.output
+    music, videos = load_manifests(out)
+    assert len(music) == 3 and len(videos) == 5 and videos["description"].notna().all()
+    assert {Path(p).suffix for p in music["audio_path"]} == {".wav", ".flac", ".ogg"}
+    for rel in music["audio_path"]:
+        assert len(decode_audio(out / rel, 16000, 30)) / 16000 >= 1.0
+    assert len(decode_frames(out / videos["video_path"][0], fps=3, size=32, max_frames=10)) == 3
 
 
 @pytest.mark.unit

@@ -1,8 +1,11 @@
 """The music catalog served by the recommender: ids, titles and L2-normalised embeddings of every music clip.
 
-Retrieval is exact: a float32 matrix product of the query embedding with the whole catalog (cosine, both sides
-unit-norm) and `np.argpartition` for the top K, which stays under ~100 ms at 1M clips on 2 cores (measured in
-bench/bench_serving.py), so no approximate index is needed.
+Retrieval is exact by default: a float32 matrix product of the query embedding with the whole catalog (cosine,
+both sides unit-norm) and `np.argpartition` for the top K. Exact search reads the whole matrix per query (2 GB at
+1M clips x 512 dims), too slow for 1M on 2 cores (bench/bench_serving.py, docs/benchmarks/issue-8.md), so large
+catalogs get a coarse inverted-file index (`with_index`): spherical k-means lists, rows regrouped so each list is
+a contiguous slice, and a query scores only the n_probe lists closest to it plus music added since the index
+was built. Its recall against exact search is measured in the benchmark.
 
 Options on top of the relevance score s(v, m) = cos(v, m) (VMCML eq. 7's ranking):
 - exclusions: listed music ids never appear;
@@ -47,6 +50,45 @@ class Recommendations:
 
 
 @dataclass(frozen=True)
+class CoarseIndex:
+    """An inverted-file index: rows [offsets[l], offsets[l+1]) of the catalog belong to list l, for rows below
+    `n_indexed`; rows from `n_indexed` on (music added since the index was built) are always scanned exactly."""
+
+    centroids: np.ndarray
+    offsets: np.ndarray
+    n_indexed: int
+    n_probe: int
+
+    def candidate_slices(self, query: np.ndarray, n_total: int) -> list[tuple[int, int]]:
+        """Row ranges to score: the n_probe lists whose centroids are closest to the query, plus the tail."""
+        closeness = self.centroids @ query
+        n_probe = min(self.n_probe, len(closeness))
+        lists = np.argpartition(-closeness, n_probe - 1)[:n_probe]
+        slices = [(int(self.offsets[i]), int(self.offsets[i + 1])) for i in np.sort(lists)]
+        if n_total > self.n_indexed:
+            slices.append((self.n_indexed, n_total))
+        return [(a, b) for a, b in slices if b > a]
+
+
+def spherical_kmeans(x: np.ndarray, n_lists: int, iterations: int = 8, per_list: int = 64,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Centroids (unit norm) of spherical k-means on a sample of `per_list` rows per list, and every row's nearest
+    centroid."""
+    rng = np.random.default_rng(seed)
+    train = x[np.sort(rng.choice(len(x), min(len(x), per_list * n_lists), replace=False))]
+    centroids = train[rng.choice(len(train), n_lists, replace=False)].copy()
+    for _ in range(iterations):
+        assign = np.argmax(train @ centroids.T, axis=1)
+        sums = np.zeros_like(centroids)
+        np.add.at(sums, assign, train)
+        empty = np.linalg.norm(sums, axis=1) == 0
+        sums[empty] = train[rng.choice(len(train), int(empty.sum()), replace=False)]
+        centroids = l2_normalise(sums).astype(np.float32)
+    labels = np.concatenate([np.argmax(x[i : i + 65536] @ centroids.T, axis=1) for i in range(0, len(x), 65536)])
+    return centroids, labels
+
+
+@dataclass(frozen=True)
 class MusicCatalog:
     """Music ids, titles, unit-norm embeddings (float32, one row per clip), popularity and new-music flags."""
 
@@ -56,6 +98,7 @@ class MusicCatalog:
     popularity: np.ndarray
     is_new: np.ndarray
     version: int = 0
+    index: CoarseIndex | None = field(default=None, repr=False, compare=False)
     _id_index: pd.Index = field(init=False, repr=False, compare=False)
     _popularity_penalty: np.ndarray = field(init=False, repr=False, compare=False)
 
@@ -125,11 +168,24 @@ class MusicCatalog:
             popularity=np.concatenate([self.popularity, np.zeros(n) if popularity is None else popularity]),
             is_new=np.concatenate([self.is_new, np.ones(n, bool) if is_new is None else is_new]),
             version=self.version + 1,
+            index=self.index,
         )
 
-    def relevance(self, queries: np.ndarray) -> np.ndarray:
-        """(n, catalog) cosines of unit-norm query embeddings with every music (one float32 matrix product)."""
-        return np.asarray(queries, dtype=np.float32) @ self.embeddings.T
+    def with_index(self, n_lists: int | None = None, n_probe: int | None = None, seed: int = 0) -> MusicCatalog:
+        """The same catalog, rows regrouped by spherical k-means list, with a coarse index for large catalogs.
+
+        Default n_lists = 2·sqrt(n) and n_probe = n_lists / 8: about 1/8 of the catalog is scored per query
+        (recall@10 against exact 0.9-0.96 on 100k music in docs/benchmarks/issue-8.md).
+        Building costs one pass of n x n_lists x dim multiply-adds (plus k-means on a 64·n_lists sample).
+        """
+        n = len(self)
+        n_lists = int(n_lists or max(1, round(2 * np.sqrt(n))))
+        centroids, labels = spherical_kmeans(self.embeddings, n_lists, seed=seed)
+        order = np.argsort(labels, kind="stable")
+        offsets = np.concatenate([[0], np.cumsum(np.bincount(labels, minlength=n_lists))]).astype(np.int64)
+        index = CoarseIndex(centroids, offsets, n, int(n_probe or max(1, n_lists // 8)))
+        return MusicCatalog(self.ids[order], self.titles[order], self.embeddings[order], self.popularity[order],
+                            self.is_new[order], self.version, index)
 
     def top_k(
         self,
@@ -138,31 +194,46 @@ class MusicCatalog:
         exclude: Iterable[str] = (),
         mmr_lambda: float = 1.0,
         popularity_debias: float = 0.0,
+        exact: bool = False,
     ) -> Recommendations:
-        """The top-k music for one unit-norm query embedding, with exclusions, debiasing and MMR (module doc)."""
+        """The top-k music for one unit-norm query embedding, with exclusions, debiasing and MMR (module doc).
+
+        With a coarse index (and exact=False) only the probed lists and music added since are scored.
+        """
         if not 0.0 <= mmr_lambda <= 1.0:
             raise CatalogError(f"mmr_lambda={mmr_lambda} is out of range: it must be between 0 and 1")
         if popularity_debias < 0:
             raise CatalogError(f"popularity_debias={popularity_debias} is out of range: it must be >= 0")
-        cosine = self.relevance(np.asarray(query, dtype=np.float32).reshape(1, -1))[0]
-        ranking = cosine - np.float32(popularity_debias) * self._popularity_penalty if popularity_debias else cosine
+        query = np.asarray(query, dtype=np.float32).reshape(-1)
+        if self.index is None or exact:
+            rows = None
+            cosine = self.embeddings @ query
+        else:
+            slices = self.index.candidate_slices(query, len(self))
+            rows = np.concatenate([np.arange(a, b) for a, b in slices])
+            cosine = np.concatenate([self.embeddings[a:b] @ query for a, b in slices])
+        penalty = self._popularity_penalty if rows is None else self._popularity_penalty[rows]
+        ranking = cosine - np.float32(popularity_debias) * penalty if popularity_debias else cosine.copy()
         excluded = self.indices_of(exclude)
-        excluded = excluded[excluded >= 0]
+        excluded = np.unique(excluded[excluded >= 0])
         if len(excluded):
-            ranking = ranking.copy() if ranking is cosine else ranking
-            ranking[excluded] = -np.inf
-        available = len(self) - len(np.unique(excluded))
+            ranking[excluded if rows is None else np.isin(rows, excluded)] = -np.inf
+        available = int(np.isfinite(ranking).sum()) if len(excluded) else len(ranking)
         k = min(int(k), available)
         if k <= 0:
             return Recommendations(np.zeros(0, np.int64), np.zeros(0, np.float32))
         pool = k if mmr_lambda >= 1.0 else min(available, max(MMR_POOL_FACTOR * k, MMR_MIN_POOL))
-        candidates = np.argpartition(-ranking, pool - 1)[:pool] if pool < len(self) else np.arange(len(self))
-        candidates = candidates[np.argsort(-ranking[candidates], kind="stable")][:pool]
-        chosen = candidates[:k] if mmr_lambda >= 1.0 else self._mmr(candidates, ranking[candidates], k, mmr_lambda)
-        return Recommendations(chosen.astype(np.int64), cosine[chosen])
+        best = np.argpartition(-ranking, pool - 1)[:pool] if pool < len(ranking) else np.arange(len(ranking))
+        best = best[np.argsort(-ranking[best], kind="stable")][:pool]
+        candidates = best if rows is None else rows[best]
+        if mmr_lambda >= 1.0:
+            chosen = best[:k]
+        else:
+            chosen = best[self._mmr(candidates, ranking[best], k, mmr_lambda)]
+        return Recommendations((chosen if rows is None else rows[chosen]).astype(np.int64), cosine[chosen])
 
     def _mmr(self, candidates: np.ndarray, relevance: np.ndarray, k: int, lam: float) -> np.ndarray:
-        """Greedy maximal marginal relevance over a candidate pool sorted by relevance."""
+        """Greedy maximal marginal relevance over a candidate pool sorted by relevance; positions in the pool."""
         emb = self.embeddings[candidates]
         similarity = emb @ emb.T
         picked = [0]
@@ -176,7 +247,7 @@ class MusicCatalog:
             picked.append(best)
             available[best] = False
             np.maximum(max_similarity, similarity[best], out=max_similarity)
-        return candidates[np.asarray(picked)]
+        return np.asarray(picked)
 
     def to_table(self) -> pa.Table:
         dim = self.dim

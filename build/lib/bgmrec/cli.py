@@ -364,5 +364,75 @@ def serve(
     os.execve(sys.executable, args, env)
 
 
+@app.command()
+def trigger(
+    music_batch: Annotated[
+        Path | None, typer.Option(help="Batch directory: audio files, optional manifest.csv (music_id, title).")
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Kubeflow Pipelines API URL: submit the compiled pipeline there instead.")
+    ] = None,
+    inbox: Annotated[
+        Path | None, typer.Option(help="With --host: submit every batch folder of this inbox not submitted yet.")
+    ] = None,
+    dataset: Annotated[Path | None, typer.Option(help="Catalog dataset (its saved audio_lld transform).")] = None,
+    registry: Annotated[Path | None, typer.Option(help="Model registry holding production and the catalog.")] = None,
+    feature_repo: Annotated[
+        str | None, typer.Option(help="Feast repo to push the batch to; '' to skip Feast.")
+    ] = None,
+    params: Annotated[Path, typer.Option(help="params.yaml (batch rules, extraction, defaults).")] = Path(
+        "params.yaml"
+    ),
+    pipeline_root: Annotated[Path, typer.Option(help="kfp.local output folder (local runs).")] = Path(
+        "runs/kfp-local"
+    ),
+) -> None:
+    """Add a batch of new music: validate → extract → Feast → embed (production encoder) → catalog refresh.
+
+    Without --host the new-music-batch pipeline runs here through kfp.local; with --host it is submitted to
+    Kubeflow Pipelines (paths are then locations on the cluster's data volume) and the run URL is printed.
+    """
+    from bgmrec.steps import read_params
+    from bgmrec.trigger import run_batch_locally, submit_batch, submit_inbox
+    from pipelines.compile import COMPILED_DIR, NEW_MUSIC_BATCH_FILE
+
+    if (music_batch is None) == (inbox is None):
+        _fail("give exactly one of --music-batch DIR or --inbox DIR")
+    if host is not None:
+        package = COMPILED_DIR / NEW_MUSIC_BATCH_FILE
+        if inbox is not None:
+            for batch, url in submit_inbox(host, inbox, package):
+                print(f"{batch}: {url}")
+            return
+        overrides = {name: str(value) for name, value in
+                     (("dataset_dir", dataset), ("registry_dir", registry), ("feature_repo", feature_repo))
+                     if value is not None}
+        print(submit_batch(host, str(music_batch), package, overrides))
+        return
+    if inbox is not None:
+        _fail("--inbox needs --host (the cluster's trigger); run local batches with --music-batch")
+    settings = read_params(params)
+    dataset = dataset or Path(settings["data"]["dataset"])
+    registry = registry or Path(settings["gate"]["registry"])
+    repo = settings.get("feast", {}).get("repo", "") if feature_repo is None else feature_repo
+    console.print(f"running the new-music-batch pipeline on {music_batch} (kfp.local, outputs in {pipeline_root})")
+    result = run_batch_locally(music_batch, dataset, registry, repo, params, pipeline_root)
+    print(result.message)
+    if not result.accepted:
+        raise typer.Exit(code=1)
+
+
+@app.command("compile-pipelines")
+def compile_pipelines_command(
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: pipelines/compiled).")] = None,
+) -> None:
+    """Compile the training and new-music-batch pipelines to Kubeflow IR YAML (images and cluster settings from
+    params.yaml `kubeflow:`; $BGMREC_PIPELINE_IMAGE overrides the image)."""
+    from pipelines.compile import COMPILED_DIR, compile_pipelines
+
+    for path in compile_pipelines(out or COMPILED_DIR):
+        console.print(f"wrote {path}")
+
+
 if __name__ == "__main__":
     app()

@@ -1,5 +1,6 @@
 """The new-music-batch pipeline: validate the batch → extract → push to Feast → embed with the production music
-encoder → refresh the serving catalog. A refused batch ends in a report and touches nothing.
+encoder → refresh the serving catalog → (batch with videos) strong-generalization Recall@K. A refused batch ends
+in a report and touches nothing.
 
 Retraining is not part of this pipeline: run the training pipeline (same gate) when enough new music has
 gathered; see docs/kubeflow.md.
@@ -9,6 +10,7 @@ gathered; see docs/kubeflow.md.
 from kfp import dsl
 
 from components.embed_music_batch.component import embed_music_batch
+from components.evaluate_music_batch.component import evaluate_music_batch
 from components.extract_music_batch.component import extract_music_batch
 from components.ingest_music_batch.component import ingest_music_batch
 from components.publish_report.component import publish_report
@@ -18,6 +20,8 @@ from pipelines.platform import on_cluster
 from pipelines.settings import KubeflowSettings, cluster_params_path, load_settings
 
 PIPELINE_NAME = "bgmrec-new-music-batch"
+# The pipeline's result starts with this when the batch was refused (bgmrec trigger checks it).
+REFUSED_TITLE = "music batch refused"
 
 
 def build_new_music_batch_pipeline(settings: KubeflowSettings | None = None):
@@ -51,9 +55,15 @@ def build_new_music_batch_pipeline(settings: KubeflowSettings | None = None):
                                 registry_dir=registry_dir),
                 settings,
             ).set_display_name("refresh serving catalog").after(push)
+            with dsl.If(ingest.outputs["has_videos"] == True, name="batch-has-videos"):  # noqa: E712
+                on_cluster(
+                    evaluate_music_batch(batch_dir=batch_dir, features=extract.outputs["features"],
+                                         registry_dir=registry_dir, params_path=params_path),
+                    settings,
+                ).set_display_name("strong-generalization Recall@K").after(refresh)
         with dsl.Else(name="batch-refused"):
             refused = on_cluster(
-                publish_report(title="music batch refused", text=ingest.outputs["summary"]), settings
+                publish_report(title=REFUSED_TITLE, text=ingest.outputs["summary"]), settings
             ).set_display_name("report refusal")
         return dsl.OneOf(refresh.output, refused.outputs["Output"])
 

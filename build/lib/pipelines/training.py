@@ -43,7 +43,7 @@ def build_training_pipeline(params: dict[str, Any] | None = None):
         registry_dir: str = settings.registry_dir,
         feature_repo: str = settings.feature_repo,
         params_path: str = cluster_params_path(settings),
-        recall_thresholds: dict = dict(gate["thresholds"]),
+        recall_thresholds: dict = dict(gate["thresholds"]),  # noqa: B006 - a KFP parameter default
         tolerance: float = float(gate["tolerance"]),
     ) -> str:
         manifests = on_cluster(

@@ -9,6 +9,7 @@ processed. `audio_lld`'s standardise + PCA step is fitted on the catalog and sav
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -56,11 +57,14 @@ def _config(config: ExtractionConfig | dict[str, Any] | None) -> ExtractionConfi
 
 
 def resolve_media_path(root: Path, relative: Any) -> Path:
-    """The manifest's path, relative to the dataset directory; a path that escapes the directory is refused."""
+    """The manifest's path, relative to the dataset directory; a path that escapes the directory ("..", an
+    absolute path elsewhere) is refused. Checked on the path as written, so symlinks inside the directory (DVC's
+    symlink cache, a linked media folder) still work.
+    """
     if relative is None or (isinstance(relative, float) and np.isnan(relative)) or not str(relative).strip():
         raise MediaError("no media path in the manifest")
-    base = root.resolve()
-    path = (base / str(relative)).resolve()
+    base = Path(os.path.abspath(root))
+    path = Path(os.path.normpath(base / str(relative)))
     if not path.is_relative_to(base):
         raise MediaError(f"path {relative} is outside the dataset directory {base}")
     return path
@@ -154,7 +158,9 @@ def _music_raw(
                 raws.append(raw)
                 report.count("music", "cached" if cached else "extracted")
             progress.advance(task)
-    return ids, np.array(embs, np.float32).reshape(len(ids), -1), np.array(raws, np.float32).reshape(len(ids), -1)
+    if not ids:
+        return ids, np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
+    return ids, np.array(embs, np.float32), np.array(raws, np.float32)
 
 
 def resolve_or_raw(root: Path | None, rel: Any) -> Path | str:

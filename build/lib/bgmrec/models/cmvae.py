@@ -151,7 +151,9 @@ class CMVAEModule(nn.Module):
 
     def _inputs(self, visual, text, has_text) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         has_text = has_text.bool()
-        text = torch.where(has_text[:, None], self.text_std(text), torch.zeros((), dtype=text.dtype, device=text.device))
+        text = torch.where(
+            has_text[:, None], self.text_std(text), torch.zeros((), dtype=text.dtype, device=text.device)
+        )
         return self.visual_std(visual), text, has_text
 
     def _joint(self, v: torch.Tensor, t: torch.Tensor, has_text: torch.Tensor, use_visual: bool = True) -> tuple:
@@ -201,7 +203,9 @@ class CMVAEModule(nn.Module):
             return z, kl
         return reparameterise(mu, logvar), kl_to_standard_normal(mu, logvar)
 
-    def training_loss(self, batch: dict[str, torch.Tensor], bank: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def training_loss(
+        self, batch: dict[str, torch.Tensor], bank: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """Eq. 13 plus Algorithm 1's sub-sampled terms, averaged over the batch's videos.
 
         Eq. 13 prints L = β·L_cross_recon − L_KL + γ·L_matching with L_cross_recon written as a likelihood (eq. 10);
@@ -242,7 +246,9 @@ class CMVAEModule(nn.Module):
                 error = (self.video_to_music(z_v) - music[music_of_video]).pow(2).mean(1)
                 recon = recon + masked_mean(error, present)
             elif self.generation == "dual":
-                recon = recon + self._video_feature_error(self.video_to_visual(z_v), self.video_to_text(z_v), v, t, present & has_text, present)
+                recon = recon + self._video_feature_error(
+                    self.video_to_visual(z_v), self.video_to_text(z_v), v, t, present & has_text, present
+                )
             term = bidirectional_ranking_loss(z_v, z_m, music_of_video, present, self.margin, self.top_k, self.alpha)
             matching = matching + term
             logs[f"matching_{name}"] = float(term.detach())
@@ -297,7 +303,9 @@ class CMVAE(TorchRecommender):
             assert vv is not None and mv is not None
             rows, music_rows = data.train_index, data.train_music
             module.fit_standardisers(
-                vv.visual[rows], vv.text[rows], vv.has_text[rows],
+                vv.visual[rows],
+                vv.text[rows],
+                vv.has_text[rows],
                 np.concatenate([mv.audio_embedding[music_rows], mv.audio_lld[music_rows]], axis=1),
             )
         return module

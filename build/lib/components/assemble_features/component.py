@@ -1,14 +1,12 @@
 """Assemble the feature tables after the extraction shards (bgmrec.steps.assemble_features_step)."""
 
-from typing import List
-
 from kfp import dsl
 
 from pipelines.settings import pipeline_image
 
 
 @dsl.component(base_image=pipeline_image())
-def assemble_features(dataset_dir: str, params_path: str, shard_failures: List[int]) -> str:
+def assemble_features(dataset_dir: str, params_path: str, shard_failures: list[int]) -> str:
     """music_features.parquet / video_features.parquet from the shards' cache (audio_lld's PCA fitted on the
     whole catalog); fails the run when any item failed. Returns the dataset dir."""
     from bgmrec.steps import assemble_features_step, read_params

@@ -8,8 +8,12 @@ from pipelines.settings import pipeline_image
 @dsl.component(base_image=pipeline_image())
 def feast_apply(dataset_dir: str, feature_repo: str, params_path: str) -> str:
     """Training then reads its vectors point-in-time from the offline store, serving from the online store.
-    Returns the feature repo."""
+    Returns the feature repo; an empty feature_repo means no Feast (training reads the dataset files)."""
     from bgmrec.steps import feast_apply_step, read_params
+
+    if not feature_repo:
+        print("no feature repo given: training reads the dataset's feature files")
+        return ""
 
     config = read_params(params_path).get("feast", {}).get("config", "feature_store.yaml")
     result = feast_apply_step(feature_repo, dataset_dir, config)
