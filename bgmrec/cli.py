@@ -227,13 +227,14 @@ def train(
     ] = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Train one model on one split (params: `models.<name>`, split seed `data.seed`)."""
+    """Train one model on one split (params: `models.<name>`, then `train.overrides`; split seed `data.seed`)."""
     from bgmrec.data.contract import DatasetError
     from bgmrec.steps import train_step
 
     all_params = _params(params)
     models = all_params.get("models", {}) or {}
-    model_params = {**(models.get(model.split("-")[0]) or {}), **(models.get(model) or {})}
+    overrides = (all_params.get("train") or {}).get("overrides") or {}
+    model_params = {**(models.get(model.split("-")[0]) or {}), **(models.get(model) or {}), **overrides}
     seed = int((all_params.get("data") or {}).get("seed", 0))
     try:
         result = train_step(dataset, split, model, model_params, out, feature_repo, seed=seed)

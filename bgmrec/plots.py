@@ -12,7 +12,7 @@ from typing import Any
 
 from bgmrec.metrics import FULL_KS, IPS_KS
 
-TRAINING_COLUMNS = ("epoch", "loss", "val_recall@10", "val_ips_recall@25")
+TRAINING_COLUMNS = ("epoch", "loss", "val_recall@5", "val_recall@10", "val_ips_recall@25")
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
@@ -34,7 +34,7 @@ def _pyplot():
 
 
 def write_training_curves(history: list[dict[str, Any]], out_dir: Path, title: str) -> dict[str, str]:
-    """OUT/history.csv (epoch, loss, validation Recall@10 and IPS Recall@25) and OUT/training_curves.png."""
+    """OUT/history.csv (epoch, loss, validation Recall@5/@10 and IPS Recall@25) and OUT/training_curves.png."""
     rows = [[record.get(c, math.nan) for c in TRAINING_COLUMNS] for record in history]
     csv_path = _write_csv(out_dir / "history.csv", list(TRAINING_COLUMNS), rows)
     plt = _pyplot()

@@ -511,6 +511,7 @@ def evaluate_music_batch_step(
     import json
 
     import numpy as np
+    import pandas as pd
 
     from bgmrec.batch import read_batch_videos
     from bgmrec.media.extract import embed_video_file, resolve_media_path
@@ -530,7 +531,8 @@ def evaluate_music_batch_step(
             continue
         try:
             path = resolve_media_path(Path(batch_dir), row.get("video_path"))
-            vector, description = embed_video_file(path, row.get("description"), config)
+            described = row.get("description")
+            vector, description = embed_video_file(path, None if pd.isna(described) else described, config)
         except Exception as exc:  # noqa: BLE001 - one bad video is reported, the rest is evaluated
             failures.append(f"{row['video_id']}: {exc}")
             continue

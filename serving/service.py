@@ -17,9 +17,10 @@ Bad input gets a 4xx whose message names the problem; BentoML serves /healthz, /
 
 Configuration (environment, read when the service starts): BGMREC_REGISTRY, BGMREC_FEATURE_REPO, BGMREC_MAX_K,
 BGMREC_MAX_UPLOAD_MB, BGMREC_MONITOR_WINDOW, BGMREC_MONITOR_INTERVAL_S, BGMREC_THREADS, BGMREC_TORCH_THREADS,
-BGMREC_BLAS_THREADS,
+BGMREC_BLAS_THREADS, BGMREC_ACCESS_LOG,
 BGMREC_ANN_MIN_SIZE (catalogs this large get the coarse index of bgmrec.catalog);
-BGMREC_BENTO_MODEL (set in a built Bento) makes the service load the packaged BentoML model instead.
+the Bento argument `bento_model` (set by `bgmrec build-bento`, or BGMREC_BENTO_MODEL) makes the service load the
+packaged BentoML model instead of the registry.
 """
 
 from __future__ import annotations
@@ -131,17 +132,14 @@ def _vector(name: str, values: list[float], dim: int) -> np.ndarray:
     return vector
 
 
-def _load_model(path: Path) -> TorchRecommender:
-    from bgmrec.models import load_model
-
-    return load_model(path)
-
-
 @bentoml.service(
     name="bgmrec",
     workers=1,
     threads=int(os.environ.get("BGMREC_THREADS", 4)),
     traffic={"timeout": 60},
+    # One access-log line per request (BGMREC_ACCESS_LOG=false turns it off); probes and scrapes are not logged.
+    logging={"access": {"enabled": os.environ.get("BGMREC_ACCESS_LOG", "true").lower() != "false",
+                        "skip_paths": ["/metrics", "/healthz", "/livez", "/readyz"]}},
 )
 class BgmRecommender:
     """Top-K background music for a video, with diversity options and diversity monitoring."""
@@ -159,7 +157,9 @@ class BgmRecommender:
         threadpool_limits(self.settings.blas_threads, user_api="blas")
         if self.bento_model is not None:
             stored = Path(self.bento_model.path)
-            self.model = _load_model(stored / CHECKPOINT_FILE)
+            from bgmrec.models import load_model
+
+            self.model: TorchRecommender = load_model(stored / CHECKPOINT_FILE)
             self.catalog_path = stored / CATALOG_FILE
             self.model_version = str(self.bento_model.info.metadata.get("registry_version", self.bento_model.tag))
         else:

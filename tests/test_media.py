@@ -245,17 +245,19 @@ def test_sample_media_command_writes_decodable_media_and_contract_manifests(tmp_
 
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"sample_media": {
-        "n_music": 3, "n_videos": 5, "music_seconds_min": 1.0, "music_seconds_max": 1.5, "video_seconds_min": 1.0,
-        "video_seconds_max": 1.2, "video_size": 32, "text_fraction": 1.0}}))
+        "n_music": 3, "n_videos": 6, "music_seconds_min": 1.0, "music_seconds_max": 1.5, "video_seconds_min": 1.0,
+        "video_seconds_max": 1.0, "video_size": 32, "text_fraction": 1.0}}))
     out = tmp_path / "sample"
     result = CliRunner().invoke(app, ["sample-media", "--out", str(out), "--params", str(params)])
     assert result.exit_code == 0, result.output
     music, videos = load_manifests(out)
-    assert len(music) == 3 and len(videos) == 5 and videos["description"].notna().all()
+    assert len(music) == 3 and len(videos) == 6 and videos["description"].notna().all()
     assert {Path(p).suffix for p in music["audio_path"]} == {".wav", ".flac", ".ogg"}
     for rel in music["audio_path"]:
         assert len(decode_audio(out / rel, 16000, 30)) / 16000 >= 1.0
     assert len(decode_frames(out / videos["video_path"][0], fps=3, size=32, max_frames=10)) == 3
+    with pytest.raises(ValueError, match="n_videos >= 2 \\* n_music"):
+        generate_sample_media(tmp_path / "too_few", {"n_music": 3, "n_videos": 5})
 
 
 @pytest.mark.unit

@@ -438,3 +438,38 @@ def test_bgmrec_serve_over_http(server, served, videos, clip):
             _metric(before, "bgmrec_diversity_window_lists") or 0)
         assert _metric(after, "bgmrec_diversity_coverage") != _metric(before, "bgmrec_diversity_coverage")
         assert _metric(after, "bgmrec_request_errors_total", '{endpoint="recommend_by_video",kind="unknown_video"}')
+
+
+# --- k8s monitoring refers to metrics the service exports ---------------------------------------------------
+
+
+def _monitor_module():
+    """serving/monitor.py, imported once under the name the service uses (its metrics register globally)."""
+    import importlib.util
+
+    if "monitor" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("monitor", SERVING_DIR / "monitor.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["monitor"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["monitor"]
+
+
+@pytest.mark.unit
+def test_alert_rules_and_dashboard_use_exported_metrics():
+    import json
+
+    import yaml
+
+    monitor = _monitor_module()
+    gauges = [*monitor.DIVERSITY_GAUGES.values(), monitor.WINDOW_LISTS, monitor.CATALOG_SIZE, monitor.CATALOG_VERSION]
+    exported = {g._name for g in gauges} | {f"{c._name}_total" for c in (monitor.REQUEST_ERRORS,
+                                                                          monitor.RECOMMENDATIONS)}
+    monitoring = ROOT / "k8s" / "base" / "monitoring"
+    rules = yaml.safe_load((monitoring / "prometheus-rules.yaml").read_text())
+    exprs = [rule["expr"] for group in rules["spec"]["groups"] for rule in group["rules"]]
+    dashboard = json.loads((monitoring / "grafana-dashboard.json").read_text())
+    exprs += [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    used = {name for expr in exprs for name in re.findall(r"\bbgmrec_[a-z_]+", expr)}
+    assert used and used <= exported, f"unknown metrics: {sorted(used - exported)}"
+    assert {f"bgmrec_diversity_{name}" for name in monitor.DIVERSITY_FIELDS} <= used

@@ -214,3 +214,13 @@ def test_time_budget_stops_inside_an_epoch(weak_data):
     assert report["epochs"] == 1
     assert report["history"][0]["videos"] == 64 < len(weak_data.train_index)
     assert "val_ips_recall@25" in report["history"][0]
+
+
+def test_training_is_deterministic_by_seed(weak_data):
+    vv = weak_data.dataset.video_vectors
+    embeddings = []
+    for _ in range(2):
+        model = create_model("vmcml", {**FAST, "epochs": 2})
+        model.fit(weak_data)
+        embeddings.append(model.embed_videos(vv.visual[:20], vv.text[:20], vv.has_text[:20]))
+    np.testing.assert_array_equal(embeddings[0], embeddings[1])

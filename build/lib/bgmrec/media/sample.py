@@ -140,10 +140,10 @@ class SampleMediaConfig:
         if unknown:
             raise ValueError(f"sample_media params: unknown key(s) {unknown}; known keys: {sorted(known)}")
         config = cls(**params)
-        if config.n_music < 2 or config.n_videos < config.n_music:
+        if config.n_music < 2 or config.n_videos < 2 * config.n_music:
             raise ValueError(
-                f"sample_media: need n_music >= 2 and n_videos >= n_music, got {config.n_music} music "
-                f"and {config.n_videos} videos"
+                f"sample_media: need n_music >= 2 and n_videos >= 2 * n_music (every music gets 2 videos or more), "
+                f"got {config.n_music} music and {config.n_videos} videos"
             )
         return config
 
