@@ -16,7 +16,7 @@ from bgmrec.data.contract import load_dataset
 from bgmrec.data.splits import load_or_make_split
 from bgmrec.evaluate import evaluate
 from bgmrec.metrics import FULL_KS, IPS_KS
-from bgmrec.models import create_model
+from bgmrec.models import create_model, resolve_params
 from bgmrec.models.base import Recommender, TrainingData
 from bgmrec.models.baselines import LatentOracle
 
@@ -43,9 +43,8 @@ def run_benchmark(
     results: dict[str, dict[str, Any]] = {}
     for name in names:
         base, _, variant = name.partition("@")
-        model_params = {**(params or {}).get(base.split("-")[0], {}), **(params or {}).get(base, {})}
         if base not in trained:
-            model = create_model(base, model_params)
+            model = create_model(base, resolve_params(base, params))
             applicable = getattr(model, "applicable_splits", None)
             if applicable is not None and split_kind not in applicable:
                 results[name] = {"not_applicable": f"{base} needs training popularity of the test music"}

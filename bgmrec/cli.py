@@ -229,12 +229,15 @@ def train(
 ) -> None:
     """Train one model on one split (params: `models.<name>`, then `train.overrides`; split seed `data.seed`)."""
     from bgmrec.data.contract import DatasetError
+    from bgmrec.models import resolve_params
     from bgmrec.steps import train_step
 
     all_params = _params(params)
-    models = all_params.get("models", {}) or {}
     overrides = (all_params.get("train") or {}).get("overrides") or {}
-    model_params = {**(models.get(model.split("-")[0]) or {}), **(models.get(model) or {}), **overrides}
+    try:
+        model_params = resolve_params(model, all_params.get("models"), overrides)
+    except ValueError as exc:
+        _fail(str(exc))
     seed = int((all_params.get("data") or {}).get("seed", 0))
     try:
         result = train_step(dataset, split, model, model_params, out, feature_repo, seed=seed)

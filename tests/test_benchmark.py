@@ -81,3 +81,14 @@ def test_popular_rank_not_applicable_to_strong_split(tiny_dataset, tmp_path):
     bench = json.loads(out.read_text())
     assert "not_applicable" in bench["results"]["popular"]
     assert bench["results"]["random"]["gallery_size"] < 40
+
+
+@pytest.mark.unit
+def test_family_params_cannot_undo_an_ablation():
+    from bgmrec.models import resolve_params
+
+    config = {"vmcml": {"beta": 5.0, "lr": 0.1}, "vmcml-nosl": {"epochs": 2}}
+    assert resolve_params("vmcml-nosl", config) == {"beta": 0.0, "lr": 0.1, "epochs": 2}
+    assert resolve_params("vmcml", config, {"epochs": 1}) == {"beta": 5.0, "lr": 0.1, "epochs": 1}
+    with pytest.raises(ValueError, match="unknown model"):
+        resolve_params("nope", config)

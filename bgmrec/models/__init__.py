@@ -51,6 +51,23 @@ def create_model(name: str, params: dict[str, Any] | None = None) -> Recommender
     return model
 
 
+def resolve_params(
+    name: str, models_config: dict[str, Any] | None = None, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Parameters of a model named in a `models:` config: its family's block (`cmvae` for `cmvae-gen-dual`),
+    then the registry entry's overrides (what makes an ablation an ablation, so a family block cannot undo it),
+    then the name's own block, then `extra`."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model '{name}'; available: {', '.join(available_models())}")
+    config = models_config or {}
+    family = name.split("-")[0]
+    params: dict[str, Any] = dict(config.get(family) or {}) if family != name else {}
+    params.update(_REGISTRY[name][1])
+    params.update(config.get(name) or {})
+    params.update(extra or {})
+    return params
+
+
 def load_model(path: str | Path) -> TorchRecommender:
     """Reload a checkpoint written by `TorchRecommender.save` (same embeddings as when saved)."""
     checkpoint = torch.load(Path(path), map_location="cpu", weights_only=True)

@@ -33,6 +33,7 @@ from torch import nn
 
 from bgmrec.models.base import Standardiser, TorchRecommender, TrainingData, l2_normalise
 from bgmrec.models.layers import mlp
+from bgmrec.train import TRAIN_DEFAULTS
 
 # Section 4.2 gives Adam, lr 1e-5, weight decay 2e-3, batch 128 for end-to-end fine-tuning of pretrained
 # backbones on 3 GPUs. Our encoders are trained from scratch on frozen features, on 2 shared CPU cores with a
@@ -204,15 +205,8 @@ ENCODER_DEFAULTS: dict[str, Any] = {
     "music_hidden": [256],
     "dropout": 0.1,
     "use_lld": True,
+    **TRAIN_DEFAULTS,
     **TRAINING_DEFAULTS,
-    "epochs": 30,
-    "patience": 5,
-    "seed": 0,
-    "device": "auto",
-    "amp": True,
-    "max_seconds": 0.0,
-    "early_stop_metric": "ips_recall@25",
-    "progress": True,
 }
 
 
@@ -237,7 +231,7 @@ class VMCMLRecommender(TorchRecommender):
         "alpha": 0.38,  # eq. 4, section 4.2
         "beta": 2.0,  # eq. 6, section 4.2
         "tau": 0.2,  # eq. 5, section 4.2
-        "seen_music": "prototype",  # section 3.3; "encoder" scores seen music by f(m) too (diagnostic)
+        "seen_music": "prototype",  # section 3.3; "encoder" scores seen music by f(m) too (docs/notes/issue-4.md)
     }
 
     def __init__(self, params: dict[str, Any] | None = None):
