@@ -47,7 +47,8 @@ def test_committed_yaml_is_in_sync(compiled):
     for name in (TRAINING_FILE, NEW_MUSIC_BATCH_FILE):
         committed = COMPILED_DIR / name
         assert committed.exists(), f"{committed} missing: run `bgmrec compile-pipelines`"
-        assert _documents(committed) == compiled[name], f"{committed} is stale: run `bgmrec compile-pipelines`"
+        in_sync = _documents(committed) == compiled[name]  # compared outside assert: pytest would print both YAMLs
+        assert in_sync, f"{committed} is stale: run `bgmrec compile-pipelines`"
 
 
 @pytest.mark.unit
