@@ -2,7 +2,7 @@
 
 Retrieval is exact by default: a float32 matrix product of the query embedding with the whole catalog (cosine,
 both sides unit-norm) and `np.argpartition` for the top K. Exact search reads the whole matrix per query (2 GB at
-1M clips x 512 dims), too slow for 1M on 2 cores (bench/bench_serving.py, docs/benchmarks/issue-8.md), so large
+1M clips x 512 dims), too slow for 1M on 2 cores (bench/bench_serving.py, docs/benchmarks.md (issue 8)), so large
 catalogs get a coarse inverted-file index (`with_index`): spherical k-means lists, rows regrouped so each list is
 a contiguous slice, and a query scores only the n_probe lists closest to it plus music added since the index
 was built. Its recall against exact search is measured in the benchmark.
@@ -175,7 +175,7 @@ class MusicCatalog:
         """The same catalog, rows regrouped by spherical k-means list, with a coarse index for large catalogs.
 
         Default n_lists = 2·sqrt(n) and n_probe = n_lists / 8: about 1/8 of the catalog is scored per query
-        (recall@10 against exact 0.9-0.96 on 100k music in docs/benchmarks/issue-8.md).
+        (recall@10 against exact 0.9-0.96 on 100k music in docs/benchmarks.md (issue 8)).
         Building costs one pass of n x n_lists x dim multiply-adds (plus k-means on a 64·n_lists sample).
         """
         n = len(self)
