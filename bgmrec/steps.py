@@ -325,24 +325,13 @@ def extract_shard_step(
     shard); `extract_step` afterwards assembles the feature tables from the cache (and fits audio_lld's PCA on
     the whole catalog). Bad items are reported here and again, authoritatively, by `extract_step`.
     """
-    from bgmrec.data.contract import load_manifests
-    from bgmrec.media.cache import FeatureCache
-    from bgmrec.media.config import ExtractionConfig
-    from bgmrec.media.extract import _music_raw, _videos
-    from bgmrec.media.report import ExtractionReport
+    from bgmrec.media.extract import extract_shard_to_cache
 
-    if not 0 <= shard < n_shards:
-        raise ValueError(f"shard {shard} is out of range for {n_shards} shard(s)")
     if not media_to_extract(dataset_dir):
         return {"shard": shard, "music": 0, "videos": 0, "skipped": "features are precomputed", "failures": []}
-    config = ExtractionConfig.from_params({**(params or {}), "progress": False})
-    root = Path(dataset_dir)
-    music, videos = load_manifests(root)
-    music, videos = music.iloc[shard::n_shards], videos.iloc[shard::n_shards].reset_index(drop=True)
-    cache, report = FeatureCache(config.cache_root(root)), ExtractionReport()
-    _music_raw(list(zip(music["music_id"].astype(str), music["audio_path"], strict=True)), root, config, cache, report)
-    _videos(videos, root, config, cache, report)
-    return {"shard": shard, "music": len(music), "videos": len(videos), "failures": [str(f) for f in report.failures]}
+    config = {**(params or {}), "progress": False}
+    n_music, n_videos, report = extract_shard_to_cache(dataset_dir, shard, n_shards, config)
+    return {"shard": shard, "music": n_music, "videos": n_videos, "failures": [str(f) for f in report.failures]}
 
 
 def assemble_features_step(dataset_dir: str | Path, params: dict[str, Any] | None = None) -> dict[str, Any]:

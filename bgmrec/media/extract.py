@@ -312,6 +312,24 @@ def _videos(
 # ---------------------------------------------------------------- dataset
 
 
+def extract_shard_to_cache(
+    dataset_dir: str | Path, shard: int, n_shards: int, config: ExtractionConfig | dict[str, Any] | None = None
+) -> tuple[int, int, ExtractionReport]:
+    """Extract every n_shards-th music and video of a dataset into its content-hash cache, writing no table (one
+    ParallelFor shard); `extract_dataset` afterwards assembles the tables from cache hits. Returns the number of
+    music and videos in the shard and its report."""
+    if not 0 <= shard < n_shards:
+        raise ValueError(f"shard {shard} is out of range for {n_shards} shard(s)")
+    config = _config(config)
+    root = Path(dataset_dir)
+    music, videos = load_manifests(root)
+    music, videos = music.iloc[shard::n_shards], videos.iloc[shard::n_shards].reset_index(drop=True)
+    cache, report = FeatureCache(config.cache_root(root)), ExtractionReport()
+    _music_raw(list(zip(music["music_id"].astype(str), music["audio_path"], strict=True)), root, config, cache, report)
+    _videos(videos, root, config, cache, report)
+    return len(music), len(videos), report
+
+
 def _describe(config: ExtractionConfig, kinds: Iterable[str], lld_dim: int | None = None) -> dict[str, Any]:
     out = {}
     for kind in kinds:
