@@ -5,11 +5,17 @@
 1. Builds a registry in WORKDIR: a CMVAE (the paper's defaults, 512-d embeddings) trained briefly on
    TRAIN_DATASET, promoted, and the catalog of DATASET's music (3,003 clips for the tt150k-shaped simulation).
    An existing WORKDIR registry is reused.
-2. Raw in-process scoring per request: `model.embed_videos` of one video + `catalog.top_k(k=10)`, one at a time.
-3. Starts `bgmrec serve` and drives recommend_by_features with closed-loop aiohttp clients at 1, 8 and 32
-   concurrent clients (bounded by a duration per level): p50/p99 latency and throughput.
-4. Memory: RSS of the server process tree before the load, then every 5 s of a sustained 32-client run.
-5. Catalog-size scaling, in process: top-K latency at 3k, 100k and 1M music, exact and with the coarse index
+2. Raw in-process scoring per request: `model.embed_videos` of one video + `catalog.top_k(k=10)`, one at a time
+   (the issue's reference), and the same in batches of 32 videos (what the server does under 32 clients).
+3. Starts `bgmrec serve` and drives recommend_by_features closed-loop at 1, 8 and 32 concurrent clients (each
+   client sends its next request when the previous answer arrives) for a duration per level: p50/p99 latency,
+   throughput, server CPU per request. The load generator is `wrk` (C, one thread; `apt-get install wrk`) with
+   a Lua script cycling through the request bodies; without wrk, a Python asyncio client on raw sockets.
+4. Open loop: requests sent at a fixed arrival rate (default 400 req/s) over 32 keep-alive connections by a Python
+   asyncio client; latency counted from each request's scheduled send time, so a stalled server is not hidden
+   by the client waiting for it (no coordinated omission).
+5. Memory: RSS of the server process tree before a sustained 32-client run and every 5 s during it.
+6. Catalog-size scaling, in process: top-K latency at 3k, 100k and 1M music, exact and with the coarse index
    (and its recall@10 against exact), on catalogs grown from the real one (see `catalog_scaling`).
 Writes bench/results/serving.json. Never fails on timing: targets are reported beside the figures.
 """
@@ -21,10 +27,14 @@ import asyncio
 import json
 import os
 import platform
+import re
+import resource
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -78,8 +88,9 @@ def request_bodies(dataset: Path, n: int) -> list[dict]:
             for i in rows]
 
 
-def raw_scoring(registry: Path, bodies: list[dict]) -> dict[str, float]:
-    """Per-request latency of embedding one video and ranking the catalog, in this process, one at a time."""
+def raw_scoring(registry: Path, bodies: list[dict], batch: int = 32) -> dict:
+    """Per-request latency of embedding one video and ranking the catalog, in this process, one at a time; and the
+    CPU per request of the same work done `batch` videos per model call."""
     import torch
     from threadpoolctl import threadpool_limits
 
@@ -101,8 +112,20 @@ def raw_scoring(registry: Path, bodies: list[dict]) -> dict[str, float]:
         catalog.top_k(model.embed_videos(visual[None], None if text is None else text[None])[0], 10)
         latencies.append(time.perf_counter() - t)
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-    return {**percentiles(latencies), "throughput_rps": len(arrays) / elapsed, "catalog_size": len(catalog),
-            "embedding_dim": catalog.dim, "cpu_ms_per_request": cpu / len(arrays) * 1e3}
+    one_at_a_time = {**percentiles(latencies), "throughput_rps": len(arrays) / elapsed, "catalog_size": len(catalog),
+                     "embedding_dim": catalog.dim, "cpu_ms_per_request": cpu / len(arrays) * 1e3}
+    # the same work in batches of `batch` videos: one embed_videos call per batch, one top_k per video
+    text = np.stack([np.zeros(model.dims["text"], np.float32) if t is None else t for _, t in arrays])
+    has_text = np.asarray([t is not None for _, t in arrays])
+    visual = np.stack([v for v, _ in arrays])
+    started, cpu_started = time.perf_counter(), time.process_time()
+    for start in range(0, len(arrays), batch):
+        sl = slice(start, start + batch)
+        for query in model.embed_videos(visual[sl], text[sl], has_text[sl]):
+            catalog.top_k(query, 10)
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    return {**one_at_a_time, "batched": {"batch": batch, "throughput_rps": len(arrays) / elapsed,
+                                         "cpu_ms_per_request": cpu / len(arrays) * 1e3}}
 
 
 def free_port() -> int:
@@ -123,6 +146,21 @@ def tree_cpu_seconds(process: psutil.Process) -> float:
     return total
 
 
+def busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine spent busy (all processes), since boot."""
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
+def batch_counts(url: str) -> tuple[float, float]:
+    """(requests, model calls) of the server's micro-batcher so far, from /metrics (bgmrec_batch_size)."""
+    import httpx
+
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    found = [re.search(rf"^bgmrec_batch_size_{name} ([0-9.e+]+)$", text, re.MULTILINE) for name in ("sum", "count")]
+    return tuple(float(m.group(1)) if m else 0.0 for m in found)
+
+
 def tree_rss_mb(process: psutil.Process) -> float:
     total = 0
     for p in [process, *process.children(recursive=True)]:
@@ -133,51 +171,178 @@ def tree_rss_mb(process: psutil.Process) -> float:
     return total / 2**20
 
 
-async def closed_loop(url: str, bodies: list[dict], clients: int, seconds: float, max_requests: int,
-                      on_tick=None) -> dict[str, float]:
-    """`clients` concurrent clients, each sending its next request when the previous answer arrives."""
-    import aiohttp
+REQUEST_PATH = "/recommend_by_features"
 
-    payloads = [json.dumps(b).encode() for b in bodies]
+WRK_SCRIPT = r"""
+-- wrk script: POST the request bodies of a file (one JSON document per line) in turn; write a JSON summary.
+local bodies = {}
+local counter = 0
+init = function(args)
+  for line in io.lines(args[1]) do
+    bodies[#bodies + 1] = wrk.format("POST", args[2], {["Content-Type"] = "application/json"}, line)
+  end
+  counter = math.random(#bodies)
+end
+request = function()
+  counter = counter % #bodies + 1
+  return bodies[counter]
+end
+done = function(summary, latency, requests)
+  local out = io.open(os.getenv("BGMREC_WRK_OUT"), "w")
+  local e = summary.errors
+  out:write(string.format(
+    '{"requests": %d, "duration_us": %d, "errors": {"connect": %d, "read": %d, "write": %d, "status": %d, ' ..
+    '"timeout": %d}, "latency_us": {"mean": %f, "max": %d, "p50": %d, "p90": %d, "p99": %d, "p999": %d}}',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout, latency.mean,
+    latency.max, latency:percentile(50), latency:percentile(90), latency:percentile(99), latency:percentile(99.9)))
+  out:close()
+end
+"""
+
+
+def http_request(host: str, port: int, body: bytes) -> bytes:
+    """One HTTP/1.1 keep-alive POST of a JSON body to REQUEST_PATH, as bytes on the wire."""
+    head = (f"POST {REQUEST_PATH} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    return head.encode() + body
+
+
+CONTENT_LENGTH = re.compile(rb"content-length:\s*(\d+)", re.IGNORECASE)
+
+
+async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
+    """Send one request on a keep-alive connection and read the whole answer; returns the status code."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    await reader.readexactly(int(CONTENT_LENGTH.search(head).group(1)))
+    return int(head[9:12])
+
+
+async def python_closed_loop(host: str, port: int, requests: list[bytes], clients: int, seconds: float,
+                             on_tick=None) -> dict:
+    """`clients` connections, each sending its next request when the previous answer arrives (raw sockets: a
+    fraction of aiohttp's CPU per request, which matters when the client shares the server's 2 cores)."""
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
-    counter = 0
 
-    async def client(session: aiohttp.ClientSession, offset: int) -> None:
-        nonlocal errors, counter
+    async def client(offset: int) -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection(host, port)
         i = offset
-        while time.perf_counter() < deadline and counter < max_requests:
-            counter += 1
+        while time.perf_counter() < deadline:
             t = time.perf_counter()
-            async with session.post(f"{url}/recommend_by_features", data=payloads[i % len(payloads)],
-                                    headers={"content-type": "application/json"}) as response:
-                await response.read()
-                if response.status != 200:
-                    errors += 1
+            if await exchange(reader, writer, requests[i % len(requests)]) != 200:
+                errors += 1
             latencies.append(time.perf_counter() - t)
             i += clients
+        writer.close()
 
     async def ticker() -> None:
-        while time.perf_counter() < deadline and counter < max_requests:
+        while time.perf_counter() + 5 < deadline:
             await asyncio.sleep(5)
-            if on_tick:
-                on_tick()
+            on_tick()
 
-    connector = aiohttp.TCPConnector(limit=clients)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        started = time.perf_counter()
-        tasks = [client(session, c) for c in range(clients)]
-        if on_tick:
-            tasks.append(ticker())
-        await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - started
+    started = time.perf_counter()
+    await asyncio.gather(*(client(c) for c in range(clients)), *([ticker()] if on_tick else []))
+    elapsed = time.perf_counter() - started
     return {**percentiles(latencies), "throughput_rps": len(latencies) / elapsed, "errors": errors,
-            "clients": clients, "seconds": elapsed}
+            "seconds": elapsed}
 
 
-def start_server(registry: Path, port: int, threads: int, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true"}
+async def open_loop(host: str, port: int, requests: list[bytes], rate: float, seconds: float,
+                    connections: int) -> dict:
+    """Requests at a fixed arrival rate over a pool of keep-alive connections. A request waits for a free
+    connection if all are busy; its latency runs from its scheduled send time (so queueing counts)."""
+    loop = asyncio.get_running_loop()
+    idle: asyncio.Queue = asyncio.Queue()
+    for _ in range(connections):
+        idle.put_nowait(await asyncio.open_connection(host, port))
+    latencies: list[float] = []
+    errors = 0
+
+    async def one(request: bytes, scheduled: float) -> None:
+        nonlocal errors
+        connection = await idle.get()
+        if await exchange(*connection, request) != 200:
+            errors += 1
+        latencies.append(loop.time() - scheduled)
+        idle.put_nowait(connection)
+
+    total = int(rate * seconds)
+    started = loop.time() + 0.05
+    tasks = []
+    for i in range(total):
+        scheduled = started + i / rate
+        delay = scheduled - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(requests[i % len(requests)], scheduled)))
+    await asyncio.gather(*tasks)
+    elapsed = loop.time() - started
+    while not idle.empty():
+        idle.get_nowait()[1].close()
+    return {**percentiles(latencies), "offered_rps": rate, "throughput_rps": total / elapsed, "errors": errors,
+            "connections": connections, "seconds": elapsed}
+
+
+def run_python_loop(coroutine) -> tuple[dict, float]:
+    """Run a load coroutine (uvloop when installed); returns its result and the client's CPU seconds."""
+    cpu = time.process_time()
+    try:
+        import uvloop
+
+        result = uvloop.run(coroutine)
+    except ImportError:
+        result = asyncio.run(coroutine)
+    return result, time.process_time() - cpu
+
+
+def wrk_closed_loop(url: str, bodies_file: Path, clients: int, seconds: float, on_tick=None) -> tuple[dict, float]:
+    """wrk with one thread and `clients` connections (closed loop); returns its summary and its CPU seconds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        script, out = Path(tmp) / "post.lua", Path(tmp) / "out.json"
+        script.write_text(WRK_SCRIPT)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        process = subprocess.Popen(
+            ["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "--timeout", "30s", "-s", str(script), url, "--",
+             str(bodies_file), REQUEST_PATH],
+            env={**os.environ, "BGMREC_WRK_OUT": str(out)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        next_tick = time.perf_counter() + 5
+        while process.poll() is None:
+            time.sleep(0.2)
+            if on_tick and time.perf_counter() >= next_tick:
+                on_tick()
+                next_tick += 5
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if process.returncode != 0 or not out.exists():
+            raise RuntimeError(f"wrk failed ({process.returncode}): {process.stderr.read().decode()[-500:]}")
+        summary = json.loads(out.read_text())
+    lat, errors = summary["latency_us"], summary["errors"]
+    elapsed = summary["duration_us"] / 1e6
+    return {"p50_ms": lat["p50"] / 1e3, "p90_ms": lat["p90"] / 1e3, "p99_ms": lat["p99"] / 1e3,
+            "p999_ms": lat["p999"] / 1e3, "max_ms": lat["max"] / 1e3, "mean_ms": lat["mean"] / 1e3,
+            "n": summary["requests"], "throughput_rps": summary["requests"] / elapsed,
+            "errors": sum(errors.values()), "error_kinds": errors, "seconds": elapsed}, \
+        (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+
+
+def closed_loop(url: str, port: int, bodies: list[dict], bodies_file: Path, clients: int, seconds: float,
+                use_wrk: bool, on_tick=None) -> dict:
+    """One closed-loop level with wrk or the Python client; adds the client's CPU per request."""
+    if use_wrk:
+        level, client_cpu = wrk_closed_loop(url, bodies_file, clients, seconds, on_tick)
+    else:
+        requests = [http_request("127.0.0.1", port, json.dumps(b).encode()) for b in bodies]
+        level, client_cpu = run_python_loop(python_closed_loop("127.0.0.1", port, requests, clients, seconds,
+                                                               on_tick))
+    return {**level, "clients": clients, "load_generator": "wrk" if use_wrk else "python",
+            "client_cpu_ms_per_request": client_cpu / max(level["n"], 1) * 1e3}
+
+
+def start_server(registry: Path, port: int, threads: int, log: Path, access_log: bool) -> subprocess.Popen:
+    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "BGMREC_ACCESS_LOG": str(access_log).lower()}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     with log.open("w") as out:
         return subprocess.Popen(
@@ -274,7 +439,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serving.json")
     parser.add_argument("--train-seconds", type=float, default=60.0)
     parser.add_argument("--level-seconds", type=float, default=15.0, help="duration of each concurrency level")
-    parser.add_argument("--max-requests", type=int, default=20000, help="request cap per level")
+    parser.add_argument("--open-rates", default="400", help="open-loop arrival rates, req/s (comma-separated)")
+    parser.add_argument("--no-wrk", action="store_true", help="use the Python load generator even if wrk is there")
+    parser.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True,
+                        help="the server's per-request access log (BGMREC_ACCESS_LOG)")
     parser.add_argument("--memory-seconds", type=float, default=60.0)
     parser.add_argument("--threads", type=int, default=4, help="request threads of the service")
     parser.add_argument("--sizes", default="3000,100000,1000000")
@@ -305,29 +473,54 @@ def main() -> None:
 
 
 def run_http(args: argparse.Namespace, registry: Path, result: dict) -> None:
-    """Raw in-process scoring, then `bgmrec serve` under 1, 8 and 32 clients and a sustained memory run."""
+    """Raw in-process scoring, then `bgmrec serve` closed-loop at 1, 8 and 32 clients, open loop at fixed rates,
+    and a sustained run for memory."""
     bodies = request_bodies(args.train_dataset, 500)
     result["raw_in_process"] = raw_scoring(registry, bodies)
     print("raw", json.dumps(result["raw_in_process"]), flush=True)
+    use_wrk = shutil.which("wrk") is not None and not args.no_wrk
+    bodies_file = args.workdir / "bodies.jsonl"
+    bodies_file.write_text("".join(json.dumps(b) + "\n" for b in bodies))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    process = start_server(registry, port, args.threads, args.workdir / "serve.log")
+    requests = [http_request("127.0.0.1", port, json.dumps(b).encode()) for b in bodies]
+    process = start_server(registry, port, args.threads, args.workdir / "serve.log", args.access_log)
     try:
         result["startup_seconds"] = wait_ready(url, process)
         server = psutil.Process(process.pid)
-        asyncio.run(closed_loop(url, bodies, 4, 3.0, 500))  # warm-up
-        levels = []
-        for clients in (1, 8, 32):
-            cpu_before, load_before = tree_cpu_seconds(server), os.getloadavg()[0]
-            level = asyncio.run(closed_loop(url, bodies, clients, args.level_seconds, args.max_requests))
-            level["server_cpu_ms_per_request"] = (tree_cpu_seconds(server) - cpu_before) / max(level["n"], 1) * 1e3
+        result["server"] = {"threads": args.threads, "access_log": args.access_log}
+        closed_loop(url, port, bodies, bodies_file, 8, 3.0, use_wrk)  # warm-up
+
+        def measured(run) -> dict:
+            cpu_before, busy_before, load_before = tree_cpu_seconds(server), busy_cpu_seconds(), os.getloadavg()[0]
+            batches_before = batch_counts(url)
+            level = run()
+            server_cpu = tree_cpu_seconds(server) - cpu_before
+            level["server_cpu_ms_per_request"] = server_cpu / max(level["n"], 1) * 1e3
+            # CPU used on the machine by anything but the server and the load generator (other users' jobs)
+            client_cpu = level["client_cpu_ms_per_request"] * level["n"] / 1e3
+            level["other_cpu_share"] = max(0.0, busy_cpu_seconds() - busy_before - server_cpu - client_cpu) / (
+                level["seconds"] * (os.cpu_count() or 1))
             level["load_avg_1m"] = [load_before, os.getloadavg()[0]]
-            levels.append(level)
+            batches = [after - before for after, before in zip(batch_counts(url), batches_before, strict=True)]
+            level["mean_batch_size"] = batches[0] / batches[1] if batches[1] else None
             print("http", json.dumps(level), flush=True)
-        result["http_recommend_by_features"] = levels
+            return level
+
+        result["http_recommend_by_features"] = [
+            measured(lambda c=clients: closed_loop(url, port, bodies, bodies_file, c, args.level_seconds, use_wrk))
+            for clients in (1, 8, 32)
+        ]
+
+        def open_level(rate: float) -> dict:
+            level, client_cpu = run_python_loop(open_loop("127.0.0.1", port, requests, rate, args.level_seconds, 32))
+            return {**level, "load_generator": "python", "client_cpu_ms_per_request": client_cpu / level["n"] * 1e3}
+
+        result["http_open_loop"] = [measured(lambda r=float(rate): open_level(r))
+                                    for rate in args.open_rates.split(",") if rate]
         samples = [tree_rss_mb(server)]
-        sustained = asyncio.run(closed_loop(url, bodies, 32, args.memory_seconds, 10**9,
-                                            on_tick=lambda: samples.append(tree_rss_mb(server))))
+        sustained = closed_loop(url, port, bodies, bodies_file, 32, args.memory_seconds, use_wrk,
+                                on_tick=lambda: samples.append(tree_rss_mb(server)))
         samples.append(tree_rss_mb(server))
         result["memory"] = {"rss_mb_before": samples[0], "rss_mb_after": samples[-1], "rss_mb_samples": samples,
                             "sustained_run": sustained}
@@ -341,29 +534,38 @@ def run_http(args: argparse.Namespace, registry: Path, result: dict) -> None:
 
 
 def against_targets(result: dict) -> dict:
-    """The figures the issue sets targets for (TARGETS), from whatever parts were run."""
+    """The figures the issue sets targets for (TARGETS), from whatever parts were run.
+
+    Closed loop at 32 clients answers "p99 and req/s at 32 concurrent clients" literally; by Little's law its p99
+    can only be <= 25 ms at >= 32 / 0.025 = 1,280 req/s. The open-loop p99 at 400 req/s over 32 connections
+    answers "p99 while serving 400 req/s". "Within 1.5x of raw" compares per-request cost: server CPU per request
+    over raw in-process CPU per request (one at a time), and 1-client HTTP p50 over raw p50 (wall).
+    """
     out: dict = {}
     if "http_recommend_by_features" in result:
-        top, one = result["http_recommend_by_features"][-1], result["http_recommend_by_features"][0]
-        raw = result["raw_in_process"]
+        levels = {level["clients"]: level for level in result["http_recommend_by_features"]}
+        top, one, raw = levels[32], levels[1], result["raw_in_process"]
+        raw_cpu = raw["cpu_ms_per_request"]
         samples = result["memory"]["rss_mb_samples"]
         out.update({
-            "p99_ms_3k_32_clients": top["p99_ms"],
-            "throughput_rps_3k_32_clients": top["throughput_rps"],
+            "closed_loop_32_clients_p99_ms": top["p99_ms"],
+            "closed_loop_32_clients_throughput_rps": top["throughput_rps"],
             "http_1_client_p50_over_raw_p50": one["p50_ms"] / raw["p50_ms"],
-            "raw_throughput_over_http_32_clients": raw["throughput_rps"] / top["throughput_rps"],
+            "server_cpu_over_raw_cpu_per_request_1_client": one["server_cpu_ms_per_request"] / raw_cpu,
+            "server_cpu_over_raw_cpu_per_request_32_clients": top["server_cpu_ms_per_request"] / raw_cpu,
             "memory_growth_mb_over_sustained_run": samples[-1] - samples[0],
+            "memory_growth_mb_second_half": samples[-1] - samples[len(samples) // 2],
         })
-        if "server_cpu_ms_per_request" in top and "cpu_ms_per_request" in raw:
-            # what the figures would be on 2 dedicated cores, from CPU time rather than wall time (the machine is
-            # shared): 2 cores / server CPU per request, and server CPU over raw scoring CPU per request
-            out["throughput_ceiling_rps_2_cores_from_cpu"] = 2000.0 / top["server_cpu_ms_per_request"]
-            out["http_cpu_over_raw_cpu_per_request"] = top["server_cpu_ms_per_request"] / raw["cpu_ms_per_request"]
+        for level in result.get("http_open_loop", []):
+            out[f"open_loop_{level['offered_rps']:g}_rps_p99_ms"] = level["p99_ms"]
+            out[f"open_loop_{level['offered_rps']:g}_rps_achieved_rps"] = level["throughput_rps"]
     for row in result.get("catalog_scaling", []):
         if row["catalog_size"] == 1_000_000:
-            out["p99_ms_1m_top_k_exact"] = row["exact"]["p99_ms"]
-            out["p99_ms_1m_top_k_indexed"] = row["indexed"]["p99_ms"]
-            out["recall_at_10_1m_indexed"] = row["indexed"]["recall_at_10_vs_exact"]
+            for name, figures in row.items():
+                if isinstance(figures, dict) and "p99_ms" in figures:
+                    out[f"p99_ms_1m_top_k_{name}"] = figures["p99_ms"]
+                if isinstance(figures, dict) and "recall_at_10_vs_exact" in figures:
+                    out[f"recall_at_10_1m_{name}"] = figures["recall_at_10_vs_exact"]
     return out
 
 

@@ -322,6 +322,8 @@ def test_metrics_show_diversity_and_errors(client, videos):
     assert 0 < _metric(text, "bgmrec_diversity_coverage") <= 1
     errors = _metric(text, "bgmrec_request_errors_total", '{endpoint="recommend_by_features",kind="k_out_of_range"}')
     assert errors and errors >= 1
+    assert (_metric(text, "bgmrec_batch_size_count") or 0) >= 2  # every answered features request went through it
+    assert 'endpoint="/recommend_by_features"' in text  # BentoML's request metrics cover the mounted route
     assert "bentoml_service_request_total" in text or "bentoml_service_request_duration_seconds" in text
 
 
@@ -473,3 +475,94 @@ def test_alert_rules_and_dashboard_use_exported_metrics():
     used = {name for expr in exprs for name in re.findall(r"\bbgmrec_[a-z_]+", expr)}
     assert used and used <= exported, f"unknown metrics: {sorted(used - exported)}"
     assert {f"bgmrec_diversity_{name}" for name in monitor.DIVERSITY_FIELDS} <= used
+
+
+# --- request path pieces: micro-batching and the diversity window ---------------------------------------------
+
+
+def _serving_module(name: str):
+    """A module of serving/ imported under the name the service uses."""
+    if name == "monitor":
+        return _monitor_module()
+    import importlib
+
+    if str(SERVING_DIR) not in sys.path:
+        sys.path.insert(0, str(SERVING_DIR))
+    return importlib.import_module(name)
+
+
+@pytest.mark.unit
+def test_micro_batcher_answers_concurrent_requests_in_one_call():
+    import asyncio
+
+    batching = _serving_module("batching")
+    calls: list[list[int]] = []
+
+    def process(items: list[int]) -> list:
+        calls.append(items)
+        return [ValueError(f"bad item {i}") if i < 0 else i * 10 for i in items]
+
+    batcher = batching.MicroBatcher(process, max_batch=64)
+
+    async def scenario():
+        alone = await batcher.submit(1)
+        together = await asyncio.gather(*(batcher.submit(i) for i in range(2, 12)), return_exceptions=True)
+        mixed = await asyncio.gather(batcher.submit(5), batcher.submit(-1), return_exceptions=True)
+        return alone, together, mixed
+
+    alone, together, mixed = asyncio.run(scenario())
+    assert alone == 10 and calls[0] == [1]
+    assert together == [i * 10 for i in range(2, 12)] and calls[1] == list(range(2, 12))
+    assert mixed[0] == 50 and isinstance(mixed[1], ValueError) and "bad item -1" in str(mixed[1])
+
+
+@pytest.mark.unit
+def test_micro_batcher_caps_the_batch_and_fails_every_caller_when_the_call_fails():
+    import asyncio
+
+    batching = _serving_module("batching")
+    sizes: list[int] = []
+    capped = batching.MicroBatcher(lambda items: items, max_batch=4, on_batch=sizes.append)
+    broken = batching.MicroBatcher(lambda items: 1 / 0)
+
+    async def scenario():
+        got = await asyncio.gather(*(capped.submit(i) for i in range(10)))
+        failed = await asyncio.gather(broken.submit(1), broken.submit(2), return_exceptions=True)
+        return got, failed
+
+    got, failed = asyncio.run(scenario())
+    assert got == list(range(10)) and max(sizes) == 4 and sum(sizes) == 10
+    assert all(isinstance(f, ZeroDivisionError) for f in failed)
+
+
+@pytest.mark.unit
+def test_diversity_window_matches_metrics_diversity():
+    """The monitor scores each list's intra-list diversity once; the window's figures equal
+    bgmrec.metrics.diversity over the same lists (per list length, weighted by list count)."""
+    from bgmrec.catalog import MusicCatalog
+    from bgmrec.metrics import diversity
+
+    monitor = _monitor_module()
+    rng = np.random.default_rng(0)
+    n = 200
+    ids = np.array([f"m{i}" for i in range(n)], dtype=object)
+    catalog = MusicCatalog(ids, ids, rng.standard_normal((n, 16)), rng.integers(0, 50, n).astype(float),
+                           rng.random(n) < 0.2)
+    lists = [rng.choice(n, size, replace=False) for size in [10] * 30 + [4] * 10 + [1] * 5]
+    window = monitor.DiversityMonitor(catalog, window=40, interval=0)
+    for rows in lists[:20]:
+        window.record(rows)
+    window.update()
+    for rows in lists[20:]:
+        window.record(rows)
+    got = window.update()
+    kept = lists[-40:]  # the window keeps the last 40 lists
+    slots = np.concatenate(kept)[:, None]
+    expected = diversity(slots, n, popularity=catalog.popularity, is_new=catalog.is_new)
+    by_length = [np.stack([r for r in kept if len(r) == size]) for size in (10, 4)]
+    ild = [diversity(group, n, embeddings=catalog.embeddings)["intra_list_diversity"] for group in by_length]
+    expected["intra_list_diversity"] = (ild[0] * len(by_length[0]) + ild[1] * len(by_length[1])) / (
+        len(by_length[0]) + len(by_length[1]))
+    assert got.keys() == expected.keys()
+    for name, value in expected.items():
+        assert got[name] == pytest.approx(value, rel=1e-5), name
