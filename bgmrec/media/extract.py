@@ -1,6 +1,7 @@
 """Media to features: a dataset's music and videos → music_features.parquet and video_features.parquet.
 
-Each file is decoded once (FFmpeg in worker threads, a bounded number ahead of the CNN), each extractor's output
+Each file is decoded once; `workers` threads each take whole files (a video: decode + CNN on its share of torch's
+threads; a music clip: decode + log-mel + openSMILE), a bounded number ahead of the writer; each extractor's output
 is cached by content hash, bad items are reported per item (id, path, reason) and skipped while the rest is
 processed. `audio_lld`'s standardise + PCA step is fitted on the catalog and saved next to the features, so
 `extract_music_files` (new music batches) and later runs transform new music exactly like the catalog.
@@ -14,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -77,9 +79,11 @@ def _reason(exc: Exception, path: Path | str) -> str:
     return text if isinstance(exc, MediaError) else f"{type(exc).__name__}: {text}"
 
 
-def bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: int) -> Iterator[tuple[T, Future]]:
+def bounded_map(
+    fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: int, initializer: Callable[[], None] | None = None
+) -> Iterator[tuple[T, Future]]:
     """Run fn over items in a thread pool, in order, with at most `ahead` results waiting (bounds memory)."""
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, workers), initializer=initializer) as pool:
         pending: list[tuple[T, Future]] = []
         for item in items:
             pending.append((item, pool.submit(fn, item)))
@@ -207,15 +211,35 @@ def extract_music_files(
 # ---------------------------------------------------------------- video
 
 
-def _video_frames(path: Path, config: ExtractionConfig, signature: str, cache: FeatureCache | None):
-    """Cached visual vector, or the decoded frames to embed. Runs in a worker thread."""
+def _video_vector(path: Path, config: ExtractionConfig, extractor: Extractor, cache: FeatureCache | None):
+    """(content digest, visual vector, from cache?) of one video: decode + CNN. Runs in a worker thread."""
     check_media_file(path)
     digest = file_digest(path) if cache is not None else ""
     if cache is not None:
-        hit = cache.get(signature, digest)
+        hit = cache.get(extractor.signature(), digest)
         if hit is not None:
-            return digest, hit, None
-    return digest, None, decode_frames(path, config.fps, config.frame_size, config.max_frames)
+            return digest, hit, True
+    frames = decode_frames(path, config.fps, config.frame_size, config.max_frames)
+    return digest, extractor.embed_video(frames), False
+
+
+@contextmanager
+def _torch_threads_split(workers: int, config: ExtractionConfig) -> Iterator[Callable[[], None]]:
+    """A pool-thread initializer giving each of `workers` threads its share of torch's threads (at least one).
+
+    Each worker decodes a video and runs the CNN on it. One torch thread per worker on two cores beats one CNN on
+    two threads fed by decoding threads (measured 0.46 vs 0.61 s per 10 s video): FFmpeg and torch's OpenMP
+    threads no longer preempt each other at every parallel region. OpenMP's thread count is per thread, so the
+    caller keeps its own; torch's default for new threads is restored afterwards.
+    """
+    import torch
+
+    total = config.torch_threads or torch.get_num_threads()
+    share = max(1, total // max(1, workers))
+    try:
+        yield lambda: torch.set_num_threads(share)
+    finally:
+        torch.set_num_threads(total)
 
 
 def embed_video_file(
@@ -281,28 +305,27 @@ def _videos(
     if "video_path" not in videos.columns:
         raise ValueError("videos.parquet has no video_path column: nothing to extract visual features from")
     extractor = get_extractor("visual", config)
-    signature = extractor.signature()
     items = list(enumerate(videos["video_path"].tolist()))
 
     def work(item: tuple[int, Any]):
-        return _video_frames(resolve_media_path(root, item[1]), config, signature, cache)
+        return _video_vector(resolve_media_path(root, item[1]), config, extractor, cache)
 
     kept, vectors = [], []
-    with _progress(config, console) as progress:
+    with _progress(config, console) as progress, _torch_threads_split(config.workers, config) as per_worker:
         task = progress.add_task("videos", total=len(items))
-        for (row, rel), future in bounded_map(work, items, config.workers, 2 * max(1, config.workers)):
+        ahead = 2 * max(1, config.workers)
+        for (row, rel), future in bounded_map(work, items, config.workers, ahead, initializer=per_worker):
             video_id = videos["video_id"].iat[row]
             try:
-                digest, vector, frames = future.result()
-                if vector is None:
-                    vector = extractor.embed_video(frames)
-                    cache.put(signature, digest, vector)
-                    report.count("video", "extracted")
-                else:
-                    report.count("video", "cached")
+                digest, vector, cached = future.result()
             except Exception as exc:  # noqa: BLE001 - any failure of one item is reported and skipped
                 report.fail("video", video_id, rel, _reason(exc, resolve_or_raw(root, rel)))
             else:
+                if cached:
+                    report.count("video", "cached")
+                else:
+                    cache.put(extractor.signature(), digest, vector)
+                    report.count("video", "extracted")
                 kept.append(row)
                 vectors.append(vector)
             progress.advance(task)
