@@ -193,7 +193,11 @@ def test_extract_dataset_writes_the_contract_and_rerun_hits_the_cache(extracted)
     assert {k: v["dim"] for k, v in meta.items()} == ds.dims
     assert all(v["name"] and v["version"] for v in meta.values())
 
+    import torch
+
+    threads = torch.get_num_threads()
     second = extract_dataset(dataset, FAST)
+    assert torch.get_num_threads() == threads  # the workers' share of torch threads does not leak to the caller
     assert second.counts["music"] == {"cached": 4} and second.counts["video"] == {"cached": 8}
     assert second.counts["cache"]["misses"] == 0
     again = load_dataset(dataset)
