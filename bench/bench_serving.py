@@ -101,6 +101,8 @@ def raw_scoring(registry: Path, bodies: list[dict], batch: int = 32) -> dict:
     threadpool_limits(1, user_api="blas")
     model = ModelRegistry(registry).load_production()
     catalog = load_catalog(registry / "catalog.parquet")
+    if len(catalog) >= int(os.environ.get("BGMREC_ANN_MIN_SIZE", 200_000)):  # the search the service uses
+        catalog = catalog.with_index()
     arrays = [(np.asarray(b["visual"], np.float32), None if b["text"] is None else np.asarray(b["text"], np.float32))
               for b in bodies]
     for visual, text in arrays[:20]:
@@ -368,6 +370,38 @@ def wait_ready(url: str, process: subprocess.Popen, timeout: float = 300) -> flo
     raise TimeoutError(f"{url} not ready after {timeout} s")
 
 
+def synthetic_catalog(base: np.ndarray, size: int, noise: float, rng: np.random.Generator):
+    """A catalog of `size` music shaped like the real one: the real catalog's embeddings (all of them when size is
+    not larger) drawn with replacement plus Gaussian noise of norm ~`noise`, renormalised; Zipf popularity."""
+    from bgmrec.catalog import MusicCatalog
+    from bgmrec.models.base import l2_normalise
+
+    dim = base.shape[1]
+    embeddings = np.empty((size, dim), np.float32)  # filled in chunks to keep the peak memory near 2 copies
+    for start in range(0, size, 100_000):
+        stop = min(size, start + 100_000)
+        if size <= len(base):
+            chunk = base[start:stop].copy()
+        else:
+            chunk = base[rng.integers(0, len(base), stop - start)]
+            chunk += rng.standard_normal(chunk.shape, dtype=np.float32) * np.float32(noise / np.sqrt(dim))
+        embeddings[start:stop] = l2_normalise(chunk)
+    ids = np.array([f"m{i}" for i in range(size)], dtype=object)
+    return MusicCatalog(ids, ids, embeddings, rng.zipf(1.5, size).astype(float), np.zeros(size, bool))
+
+
+def registry_with_catalog_size(registry: Path, size: int, noise: float) -> Path:
+    """A copy of the registry (same production model) whose catalog is a synthetic one of `size` music; reused."""
+    from bgmrec.catalog import load_catalog
+
+    sized = registry.parent / f"registry-{size}"
+    if not (sized / "catalog.parquet").exists():
+        shutil.copytree(registry, sized, dirs_exist_ok=True, ignore=shutil.ignore_patterns("catalog.parquet"))
+        base = load_catalog(registry / "catalog.parquet").embeddings
+        synthetic_catalog(base, size, noise, np.random.default_rng(0)).save(sized / "catalog.parquet")
+    return sized
+
+
 def catalog_scaling(registry: Path, dataset: Path, sizes: list[int], queries: int, noise: float) -> list[dict]:
     """Top-10 latency at each catalog size: exact (plain; MMR 0.7 + 10 exclusions) and with the coarse index.
 
@@ -375,11 +409,13 @@ def catalog_scaling(registry: Path, dataset: Path, sizes: list[int], queries: in
     plus Gaussian noise (norm ~ `noise`), renormalised. Queries are real video embeddings from the model.
     Recall@10 of the indexed search is measured against exact search on the same catalog.
     """
-    from bgmrec.catalog import MusicCatalog, load_catalog
+    from threadpoolctl import threadpool_limits
+
+    from bgmrec.catalog import load_catalog
     from bgmrec.data.contract import load_dataset
-    from bgmrec.models.base import l2_normalise
     from bgmrec.registry import ModelRegistry
 
+    threadpool_limits(1, user_api="blas")  # as the service does per request (BGMREC_BLAS_THREADS)
     base = load_catalog(registry / "catalog.parquet").embeddings
     model = ModelRegistry(registry).load_production()
     vv = load_dataset(dataset).video_vectors
@@ -388,19 +424,8 @@ def catalog_scaling(registry: Path, dataset: Path, sizes: list[int], queries: in
     rng = np.random.default_rng(0)
     out = []
     for size in sizes:
-        dim = base.shape[1]
-        embeddings = np.empty((size, dim), np.float32)  # filled in chunks to keep the peak memory near 2 copies
-        for start in range(0, size, 100_000):
-            stop = min(size, start + 100_000)
-            if size <= len(base):
-                chunk = base[start:stop].copy()
-            else:
-                chunk = base[rng.integers(0, len(base), stop - start)]
-                chunk += rng.standard_normal(chunk.shape, dtype=np.float32) * np.float32(noise / np.sqrt(dim))
-            embeddings[start:stop] = l2_normalise(chunk)
-        ids = np.array([f"m{i}" for i in range(size)], dtype=object)
-        catalog = MusicCatalog(ids, ids, embeddings, rng.zipf(1.5, size).astype(float), np.zeros(size, bool))
-        del embeddings
+        catalog = synthetic_catalog(base, size, noise, rng)
+        ids, dim = catalog.ids, catalog.dim
         row: dict = {"catalog_size": size, "dim": dim, "matrix_mb": catalog.embeddings.nbytes / 2**20}
         for name, kwargs in (("exact", {}), ("exact_mmr_exclude", {"mmr_lambda": 0.7, "exclude": list(ids[:10])})):
             catalog.top_k(q[0], 10, **kwargs)
@@ -417,13 +442,19 @@ def catalog_scaling(registry: Path, dataset: Path, sizes: list[int], queries: in
         del catalog
         row["index_lists"] = len(indexed.index.centroids)
         row["index_probe"] = indexed.index.n_probe
-        latencies, hits = [], 0
-        for i in range(queries):
-            t = time.perf_counter()
-            got = indexed.top_k(q[i], 10)
-            latencies.append(time.perf_counter() - t)
-            hits += len(set(indexed.ids[got.index]) & truth[i])
-        row["indexed"] = {**percentiles(latencies), "recall_at_10_vs_exact": hits / (10 * queries)}
+        n_lists = row["index_lists"]
+        for name, n_probe in (("indexed", indexed.index.n_probe), ("indexed_probe_1_16", n_lists // 16),
+                              ("indexed_probe_1_32", n_lists // 32), ("indexed_probe_1_64", n_lists // 64)):
+            if n_probe < 1 or any(isinstance(v, dict) and v.get("n_probe") == n_probe for v in row.values()):
+                continue
+            indexed.top_k(q[0], 10, n_probe=n_probe)
+            latencies, hits = [], 0
+            for i in range(queries):
+                t = time.perf_counter()
+                got = indexed.top_k(q[i], 10, n_probe=n_probe)
+                latencies.append(time.perf_counter() - t)
+                hits += len(set(indexed.ids[got.index]) & truth[i])
+            row[name] = {**percentiles(latencies), "n_probe": n_probe, "recall_at_10_vs_exact": hits / (10 * queries)}
         out.append(row)
         print(json.dumps(row), flush=True)
         del indexed
@@ -439,6 +470,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serving.json")
     parser.add_argument("--train-seconds", type=float, default=60.0)
     parser.add_argument("--level-seconds", type=float, default=15.0, help="duration of each concurrency level")
+    parser.add_argument("--http-catalog-size", type=int, default=0,
+                        help="serve a synthetic catalog of this many music (as in the scaling part) instead of "
+                             "DATASET's; use another --out")
     parser.add_argument("--open-rates", default="400", help="open-loop arrival rates, req/s (comma-separated)")
     parser.add_argument("--no-wrk", action="store_true", help="use the Python load generator even if wrk is there")
     parser.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True,
@@ -448,7 +482,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="3000,100000,1000000")
     parser.add_argument("--parts", default="http,scaling",
                         help="http and/or scaling; results are merged into an existing --out file")
-    parser.add_argument("--scaling-queries", type=int, default=30)
+    parser.add_argument("--scaling-queries", type=int, default=50)
     parser.add_argument("--scaling-noise", type=float, default=0.5, help="noise norm of synthetic catalog rows")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -458,14 +492,22 @@ def main() -> None:
     result.update({"machine": {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg(),
                                "python": platform.python_version()}, "targets": TARGETS})
     registry = prepare_registry(args.dataset, args.train_dataset, args.workdir, args.train_seconds)
+    for part in parts:  # the load around each part (the top-level "machine" is the latest run's)
+        result[f"machine_{part}"] = {"load_avg_at_start": os.getloadavg()}
     if "http" in parts:
-        run_http(args, registry, result)
+        served = registry if not args.http_catalog_size else registry_with_catalog_size(
+            registry, args.http_catalog_size, args.scaling_noise)
+        run_http(args, served, result)
     if "scaling" in parts:
-        result["catalog_scaling"] = catalog_scaling(registry, args.train_dataset,
-                                                    [int(s) for s in args.sizes.split(",")],
-                                                    args.scaling_queries, args.scaling_noise)
+        rows = catalog_scaling(registry, args.train_dataset, [int(s) for s in args.sizes.split(",")],
+                               args.scaling_queries, args.scaling_noise)
+        measured = {row["catalog_size"] for row in rows}  # sizes run separately are merged into one table
+        kept = [row for row in result.get("catalog_scaling", []) if row["catalog_size"] not in measured]
+        result["catalog_scaling"] = sorted(kept + rows, key=lambda row: row["catalog_size"])
     result["against_targets"] = against_targets(result)
     result["machine"]["load_avg_at_end"] = os.getloadavg()
+    for part in parts:
+        result[f"machine_{part}"]["load_avg_at_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result["against_targets"], indent=2))

@@ -59,10 +59,11 @@ class CoarseIndex:
     n_indexed: int
     n_probe: int
 
-    def candidate_slices(self, query: np.ndarray, n_total: int) -> list[tuple[int, int]]:
-        """Row ranges to score: the n_probe lists whose centroids are closest to the query, plus the tail."""
+    def candidate_slices(self, query: np.ndarray, n_total: int, n_probe: int | None = None) -> list[tuple[int, int]]:
+        """Row ranges to score: the n_probe lists (default: the index's) whose centroids are closest to the query,
+        plus the tail."""
         closeness = self.centroids @ query
-        n_probe = min(self.n_probe, len(closeness))
+        n_probe = max(1, min(n_probe or self.n_probe, len(closeness)))
         lists = np.argpartition(-closeness, n_probe - 1)[:n_probe]
         slices = [(int(self.offsets[i]), int(self.offsets[i + 1])) for i in np.sort(lists)]
         if n_total > self.n_indexed:
@@ -195,10 +196,12 @@ class MusicCatalog:
         mmr_lambda: float = 1.0,
         popularity_debias: float = 0.0,
         exact: bool = False,
+        n_probe: int | None = None,
     ) -> Recommendations:
         """The top-k music for one unit-norm query embedding, with exclusions, debiasing and MMR (module doc).
 
-        With a coarse index (and exact=False) only the probed lists and music added since are scored.
+        With a coarse index (and exact=False) only the probed lists (n_probe, default the index's) and music added
+        since are scored.
         """
         if not 0.0 <= mmr_lambda <= 1.0:
             raise CatalogError(f"mmr_lambda={mmr_lambda} is out of range: it must be between 0 and 1")
@@ -209,7 +212,7 @@ class MusicCatalog:
             rows = None
             cosine = self.embeddings @ query
         else:
-            slices = self.index.candidate_slices(query, len(self))
+            slices = self.index.candidate_slices(query, len(self), n_probe)
             rows = np.concatenate([np.arange(a, b) for a, b in slices])
             cosine = np.concatenate([self.embeddings[a:b] @ query for a, b in slices])
         penalty = self._popularity_penalty if rows is None else self._popularity_penalty[rows]
