@@ -168,3 +168,17 @@ def test_coarse_index_serves_added_music_exclusions_and_mmr():
     excluded = list(bigger.ids[top.index[:2]])
     got = bigger.top_k(q, 5, exclude=excluded, mmr_lambda=0.5, popularity_debias=0.5)
     assert len(got.index) == 5 and not set(bigger.ids[got.index]) & set(excluded)
+
+
+def test_n_probe_per_query_trades_recall_for_work():
+    """Probing every list is exact search; probing one list scores only that list's music."""
+    exact = _clustered_catalog()
+    indexed = exact.with_index()
+    n_lists = len(indexed.index.centroids)
+    for seed in range(5):
+        q = _query(seed)
+        truth = exact.ids[exact.top_k(q, 10).index]
+        assert list(indexed.ids[indexed.top_k(q, 10, n_probe=n_lists).index]) == list(truth)
+        one = indexed.top_k(q, 10, n_probe=1)
+        (start, stop), = indexed.index.candidate_slices(q, len(indexed), n_probe=1)
+        assert np.all((one.index >= start) & (one.index < stop))
