@@ -5,7 +5,8 @@ Run it with `bgmrec serve --registry DIR [--feast-repo DIR] [--port N]`, or dire
 
 Endpoints (POST, JSON keyed by parameter name; the upload endpoint takes multipart/form-data):
 - /recommend_by_features  {"visual": [...], "text": [...] | null, "k": 10, "exclude": [...], "mmr_lambda": 1.0,
-                           "popularity_debias": 0.0}
+                           "popularity_debias": 0.0}; a lean Starlette route mounted on the service, with
+                          concurrent requests micro-batched into one model call (docs/serving.md)
 - /recommend_by_video     {"video_id": "v1", ...options}: vectors from the Feast online store
 - /recommend_by_upload    form fields video (file), description, ...options: decoded and embedded with the
                           training extractors (bgmrec.media)
@@ -17,7 +18,7 @@ Bad input gets a 4xx whose message names the problem; BentoML serves /healthz, /
 
 Configuration (environment, read when the service starts): BGMREC_REGISTRY, BGMREC_FEATURE_REPO, BGMREC_MAX_K,
 BGMREC_MAX_UPLOAD_MB, BGMREC_MONITOR_WINDOW, BGMREC_MONITOR_INTERVAL_S, BGMREC_THREADS, BGMREC_TORCH_THREADS,
-BGMREC_BLAS_THREADS, BGMREC_ACCESS_LOG,
+BGMREC_BLAS_THREADS, BGMREC_ACCESS_LOG, BGMREC_MAX_BATCH, BGMREC_TIMEOUT_S,
 BGMREC_ANN_MIN_SIZE (catalogs this large get the coarse index of bgmrec.catalog);
 the Bento argument `bento_model` (set by `bgmrec build-bento`, or BGMREC_BENTO_MODEL) makes the service load the
 packaged BentoML model instead of the registry.
