@@ -149,6 +149,31 @@ def test_opensmile_sets_run_concurrently_with_the_serial_result(tmp_path):
         np.testing.assert_array_equal(got, want)
 
 
+def _raw_lld_to_queue(signal: np.ndarray, results) -> None:
+    """Runs in a forked child: the audio_lld extractor the parent loaded, on one signal."""
+    results.put(get_extractor("audio_lld", ExtractionConfig(**FAST)).embed_audio(signal, 16000))
+
+
+@pytest.mark.integration
+def test_opensmile_extractor_works_in_a_process_forked_after_loading_it(tmp_path):
+    """A child forked from a process that already used the extractor (a pool of worker processes) must not wait
+    forever on the parent's thread pool, whose threads do not exist in the child."""
+    import multiprocessing
+
+    signal = decode_audio(tone(tmp_path / "a.wav", 2.0, 262.0), 16000, 30)
+    in_parent = get_extractor("audio_lld", ExtractionConfig(**FAST)).embed_audio(signal, 16000)
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    child = context.Process(target=_raw_lld_to_queue, args=(signal, results))
+    child.start()
+    try:
+        in_child = results.get(timeout=120)
+    finally:
+        child.kill()
+        child.join()
+    np.testing.assert_array_equal(in_child, in_parent)
+
+
 @pytest.mark.unit
 def test_resnet50_loads_a_torchvision_format_state_dict(tmp_path):
     import torch

@@ -16,6 +16,7 @@ audio_lld (CMVAE section 5.1: openSMILE eGeMAPS + ComParE functionals, standardi
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -182,10 +183,20 @@ class OpenSmileFunctionals(AudioExtractor):
         # behind ctypes, which releases the GIL, so one clip takes about as long as its slower set (eGeMAPS), not
         # the sum of both, and clips from several workers keep both cores busy. Each pool thread builds its own
         # extractor for each set when it starts (building one takes ~0.3 s), so no call pays for that later.
-        self._pool = ThreadPoolExecutor(
-            max_workers=len(self.FEATURE_SETS), thread_name_prefix="opensmile", initializer=self._thread_smiles
-        )
-        self.dim = self._pool.submit(lambda: sum(len(s.feature_names) for s in self._thread_smiles().values())).result()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
+        names = self._jobs().submit(lambda: [s.feature_names for s in self._thread_smiles().values()]).result()
+        self.dim = sum(len(n) for n in names)
+
+    def _jobs(self) -> ThreadPoolExecutor:
+        """This process's feature-set pool. A forked child makes its own: the parent's pool threads do not exist
+        there, and submitting to the inherited pool would wait forever."""
+        if self._pool is None or self._pool_pid != os.getpid():
+            self._pool = ThreadPoolExecutor(
+                max_workers=len(self.FEATURE_SETS), thread_name_prefix="opensmile", initializer=self._thread_smiles
+            )
+            self._pool_pid = os.getpid()
+        return self._pool
 
     def _thread_smiles(self) -> dict[str, Any]:
         """This thread's openSMILE extractors, one per feature set (built on first use in each thread)."""
@@ -206,7 +217,7 @@ class OpenSmileFunctionals(AudioExtractor):
 
     def embed_audio(self, signal: np.ndarray, sample_rate: int) -> np.ndarray:
         signal = _pad_min(signal, sample_rate, 0.5)
-        jobs = [self._pool.submit(self._functionals, name, signal, sample_rate) for name in self.FEATURE_SETS]
+        jobs = [self._jobs().submit(self._functionals, name, signal, sample_rate) for name in self.FEATURE_SETS]
         values = [job.result() for job in jobs]
         return np.nan_to_num(np.concatenate(values), nan=0.0, posinf=0.0, neginf=0.0)
 
