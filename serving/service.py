@@ -286,11 +286,12 @@ class BgmRecommender:
             raise
         return VideoQuery(endpoint, visual, text, k, exclude, mmr_lambda, popularity_debias)
 
-    def _answer(self, queries: list[VideoQuery]) -> list[dict[str, Any]]:
+    def _answer(self, queries: list[VideoQuery]) -> list[dict[str, Any] | Exception]:
         """Recommendation lists for checked queries: one model call embeds them all, then one top-K each.
 
         Every endpoint goes through here; the features route hands it the requests that arrived together
-        (`batching.MicroBatcher`), the others one at a time.
+        (`batching.MicroBatcher`), the others one at a time. A query whose ranking fails gets its exception in
+        its place, so it fails alone rather than with its whole batch.
         """
         catalog = self.catalog  # one reference for the whole batch: a refresh never changes it mid-way
         visual = np.stack([q.visual for q in queries])
@@ -302,9 +303,13 @@ class BgmRecommender:
                 if q.text is not None:
                     text[row] = q.text
         embedded = self.model.embed_videos(visual, text, None if text is None else has_text)
-        answers = []
+        answers: list[dict[str, Any] | Exception] = []
         for q, embedding in zip(queries, embedded, strict=True):
-            ranked: Recommendations = catalog.top_k(embedding, q.k, q.exclude, q.mmr_lambda, q.popularity_debias)
+            try:
+                ranked: Recommendations = catalog.top_k(embedding, q.k, q.exclude, q.mmr_lambda, q.popularity_debias)
+            except Exception as exc:
+                answers.append(exc)
+                continue
             self.monitor.record(ranked.index)
             RECOMMENDATIONS.labels(endpoint=q.endpoint).inc()
             answers.append({
@@ -321,7 +326,10 @@ class BgmRecommender:
     def _recommend(self, endpoint: str, visual: np.ndarray, text: np.ndarray | None, k: int, exclude: list[str],
                    mmr_lambda: float, popularity_debias: float) -> RecommendationList:
         query = self._query(endpoint, visual, text, k, exclude, mmr_lambda, popularity_debias)
-        return RecommendationList.model_validate(self._answer([query])[0])
+        answer = self._answer([query])[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return RecommendationList.model_validate(answer)
 
     def features_query(self, body: bytes) -> VideoQuery:
         """Parse and check a /recommend_by_features JSON body (pydantic's ValidationError or a 400 if bad)."""
