@@ -156,7 +156,8 @@ def main() -> None:
     load_before = [round(x, 2) for x in os.getloadavg()]
     torch.set_num_threads(args.threads)
     config = ExtractionConfig(torch_threads=args.threads, workers=args.threads, progress=False)
-    tmp = Path(tempfile.mkdtemp(prefix="bench_extract_"))
+    workdir = tempfile.TemporaryDirectory(prefix="bench_extract_")  # media and caches, removed at the end
+    tmp = Path(workdir.name)
     videos, music = _make_media(tmp, args.items)
     video, clip = videos[0], music[0]  # testsrc2 and a 30 s clip: the single-item media
     results: dict[str, dict] = {"load_seconds": {}}
@@ -224,6 +225,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
+    workdir.cleanup()
 
 
 if __name__ == "__main__":
