@@ -557,7 +557,6 @@ def _cancel_request_timers_when_answered() -> None:
                 )
                 await resp(scope, receive, send)
         else:
-            timer.cancel()
             await fut
         finally:
             timer.cancel()
