@@ -473,12 +473,13 @@ def main() -> None:
     parser.add_argument("--http-catalog-size", type=int, default=0,
                         help="serve a synthetic catalog of this many music (as in the scaling part) instead of "
                              "DATASET's; use another --out")
+    parser.add_argument("--clients", default="1,8,32", help="closed-loop concurrency levels (comma-separated)")
     parser.add_argument("--open-rates", default="200,400,600,700",
                         help="open-loop arrival rates, req/s (comma-separated)")
     parser.add_argument("--no-wrk", action="store_true", help="use the Python load generator even if wrk is there")
     parser.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True,
                         help="the server's per-request access log (BGMREC_ACCESS_LOG)")
-    parser.add_argument("--memory-seconds", type=float, default=60.0)
+    parser.add_argument("--memory-seconds", type=float, default=60.0, help="sustained 32-client run (0: none)")
     parser.add_argument("--threads", type=int, default=4, help="request threads of the service")
     parser.add_argument("--sizes", default="3000,100000,1000000")
     parser.add_argument("--parts", default="http,scaling",
@@ -552,7 +553,7 @@ def run_http(args: argparse.Namespace, registry: Path, result: dict) -> None:
 
         result["http_recommend_by_features"] = [
             measured(lambda c=clients: closed_loop(url, port, bodies, bodies_file, c, args.level_seconds, use_wrk))
-            for clients in (1, 8, 32)
+            for clients in (int(c) for c in args.clients.split(","))
         ]
 
         def open_level(rate: float) -> dict:
@@ -561,13 +562,14 @@ def run_http(args: argparse.Namespace, registry: Path, result: dict) -> None:
 
         result["http_open_loop"] = [measured(lambda r=float(rate): open_level(r))
                                     for rate in args.open_rates.split(",") if rate]
-        samples = [tree_rss_mb(server)]
-        sustained = closed_loop(url, port, bodies, bodies_file, 32, args.memory_seconds, use_wrk,
-                                on_tick=lambda: samples.append(tree_rss_mb(server)))
-        samples.append(tree_rss_mb(server))
-        result["memory"] = {"rss_mb_before": samples[0], "rss_mb_after": samples[-1], "rss_mb_samples": samples,
-                            "sustained_run": sustained}
-        print("memory", json.dumps(result["memory"]), flush=True)
+        if args.memory_seconds > 0:
+            samples = [tree_rss_mb(server)]
+            sustained = closed_loop(url, port, bodies, bodies_file, 32, args.memory_seconds, use_wrk,
+                                    on_tick=lambda: samples.append(tree_rss_mb(server)))
+            samples.append(tree_rss_mb(server))
+            result["memory"] = {"rss_mb_before": samples[0], "rss_mb_after": samples[-1], "rss_mb_samples": samples,
+                                "sustained_run": sustained}
+            print("memory", json.dumps(result["memory"]), flush=True)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -587,18 +589,31 @@ def against_targets(result: dict) -> dict:
     out: dict = {}
     if "http_recommend_by_features" in result:
         levels = {level["clients"]: level for level in result["http_recommend_by_features"]}
-        top, one, raw = levels[32], levels[1], result["raw_in_process"]
+        raw = result["raw_in_process"]
         raw_cpu = raw["cpu_ms_per_request"]
-        samples = result["memory"]["rss_mb_samples"]
-        out.update({
-            "closed_loop_32_clients_p99_ms": top["p99_ms"],
-            "closed_loop_32_clients_throughput_rps": top["throughput_rps"],
-            "http_1_client_p50_over_raw_p50": one["p50_ms"] / raw["p50_ms"],
-            "server_cpu_over_raw_cpu_per_request_1_client": one["server_cpu_ms_per_request"] / raw_cpu,
-            "server_cpu_over_raw_cpu_per_request_32_clients": top["server_cpu_ms_per_request"] / raw_cpu,
-            "memory_growth_mb_over_sustained_run": samples[-1] - samples[0],
-            "memory_growth_mb_second_half": samples[-1] - samples[len(samples) // 2],
-        })
+        if 32 in levels:
+            top = levels[32]
+            out.update({
+                "closed_loop_32_clients_p99_ms": top["p99_ms"],
+                "closed_loop_32_clients_throughput_rps": top["throughput_rps"],
+                "server_cpu_over_raw_cpu_per_request_32_clients": top["server_cpu_ms_per_request"] / raw_cpu,
+                # wall time per request at 32 clients (1 / throughput) over raw one-at-a-time and raw batched by 32
+                "http_32_clients_wall_per_request_over_raw": 1e3 / top["throughput_rps"] / raw["mean_ms"],
+                "http_32_clients_wall_per_request_over_raw_batched": 1e3 / top["throughput_rps"] / (
+                    1e3 / raw["batched"]["throughput_rps"]),
+            })
+        if 1 in levels:
+            one = levels[1]
+            out.update({
+                "http_1_client_p50_over_raw_p50": one["p50_ms"] / raw["p50_ms"],
+                "server_cpu_over_raw_cpu_per_request_1_client": one["server_cpu_ms_per_request"] / raw_cpu,
+            })
+        if "memory" in result:
+            samples = result["memory"]["rss_mb_samples"]
+            out.update({
+                "memory_growth_mb_over_sustained_run": samples[-1] - samples[0],
+                "memory_growth_mb_second_half": samples[-1] - samples[len(samples) // 2],
+            })
         for level in result.get("http_open_loop", []):
             out[f"open_loop_{level['offered_rps']:g}_rps_p99_ms"] = level["p99_ms"]
             out[f"open_loop_{level['offered_rps']:g}_rps_achieved_rps"] = level["throughput_rps"]

@@ -5,8 +5,9 @@ Run it with `bgmrec serve --registry DIR [--feast-repo DIR] [--port N]`, or dire
 
 Endpoints (POST, JSON keyed by parameter name; the upload endpoint takes multipart/form-data):
 - /recommend_by_features  {"visual": [...], "text": [...] | null, "k": 10, "exclude": [...], "mmr_lambda": 1.0,
-                           "popularity_debias": 0.0}; a lean Starlette route mounted on the service, with
-                          concurrent requests micro-batched into one model call (docs/serving.md)
+                           "popularity_debias": 0.0}; a plain ASGI endpoint answered in front of BentoML's
+                          middleware stack (fastlane.py), concurrent requests micro-batched into one model call
+                          and one catalog matrix product (docs/serving.md)
 - /recommend_by_video     {"video_id": "v1", ...options}: vectors from the Feast online store
 - /recommend_by_upload    form fields video (file), description, ...options: decoded and embedded with the
                           training extractors (bgmrec.media)
@@ -18,7 +19,8 @@ Bad input gets a 4xx whose message names the problem; BentoML serves /healthz, /
 
 Configuration (environment, read when the service starts): BGMREC_REGISTRY, BGMREC_FEATURE_REPO, BGMREC_MAX_K,
 BGMREC_MAX_UPLOAD_MB, BGMREC_MONITOR_WINDOW, BGMREC_MONITOR_INTERVAL_S, BGMREC_THREADS, BGMREC_TORCH_THREADS,
-BGMREC_BLAS_THREADS, BGMREC_ACCESS_LOG, BGMREC_MAX_BATCH, BGMREC_TIMEOUT_S,
+BGMREC_BLAS_THREADS, BGMREC_ACCESS_LOG, BGMREC_MAX_BATCH, BGMREC_TIMEOUT_S, BGMREC_MAX_BODY_MB (the features body),
+BGMREC_FAST_LANE (false: the features route goes through BentoML's middlewares),
 BGMREC_ANN_MIN_SIZE (catalogs this large get the coarse index of bgmrec.catalog);
 the Bento argument `bento_model` (set by `bgmrec build-bento`, or BGMREC_BENTO_MODEL) makes the service load the
 packaged BentoML model instead of the registry.
@@ -39,19 +41,20 @@ import bentoml
 import numpy as np
 import orjson
 from batching import MicroBatcher
+from fastlane import serve_in_front
 from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound
 from monitor import BATCH_SIZE, RECOMMENDATIONS, DiversityMonitor, count_error
 from pydantic import BaseModel, Field, ValidationError
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bgmrec.catalog import CATALOG_FILE, CatalogError, MusicCatalog, Recommendations, load_catalog
+from bgmrec.catalog import CATALOG_FILE, CatalogError, MusicCatalog, load_catalog
 from bgmrec.models.base import TorchRecommender
 
 # The BentoML model packaged in a built Bento: a build argument stored in the Bento (`bgmrec build-bento` sets it),
 # or BGMREC_BENTO_MODEL. Empty when serving straight from a registry.
+_current_service = bentoml.get_current_service  # resolved once: bentoml's module __getattr__ imports per call
 PACKAGED_MODEL = str(getattr(bentoml.use_arguments(), "bento_model", "") or os.environ.get("BGMREC_BENTO_MODEL", ""))
 CHECKPOINT_FILE = "model.pt"
 
@@ -73,6 +76,7 @@ class ServingSettings:
     feature_repo: Path | None
     max_k: int = 100
     max_upload_bytes: int = 50 * 2**20
+    max_body_bytes: int = 4 * 2**20
     monitor_window: int = 1000
     monitor_interval: float = 1.0
     torch_threads: int = 1
@@ -88,6 +92,7 @@ class ServingSettings:
             feature_repo=Path(env["BGMREC_FEATURE_REPO"]) if env.get("BGMREC_FEATURE_REPO") else None,
             max_k=int(env.get("BGMREC_MAX_K", 100)),
             max_upload_bytes=int(float(env.get("BGMREC_MAX_UPLOAD_MB", 50)) * 2**20),
+            max_body_bytes=int(float(env.get("BGMREC_MAX_BODY_MB", 4)) * 2**20),
             monitor_window=int(env.get("BGMREC_MONITOR_WINDOW", 1000)),
             monitor_interval=float(env.get("BGMREC_MONITOR_INTERVAL_S", 1.0)),
             torch_threads=int(env.get("BGMREC_TORCH_THREADS", 1)),
@@ -167,26 +172,92 @@ def _vector(name: str, values: list[float], dim: int) -> np.ndarray:
     return vector
 
 
-async def recommend_by_features(request: Request) -> Response:
-    """POST /recommend_by_features: top-k music for a video given as feature vectors (visual, and text unless the
-    video has no description). A plain Starlette route mounted on the service (`bentoml.asgi_app`): the body is
-    parsed with orjson straight into numpy and concurrent requests share one model call (`MicroBatcher`), which
-    costs a fraction of the generic `@bentoml.api` path per request (docs/benchmarks.md, issue 8). BentoML's
-    middlewares (request metrics, tracing, access log, timeout, concurrency limit) still wrap it."""
-    service: BgmRecommender = bentoml.get_current_service()
-    body = await request.body()
+def _plain_features(data: Any) -> tuple | None:
+    """The fields of a /recommend_by_features body that is exactly of the expected JSON types (vectors as float32
+    arrays), or None for anything else, which `FeaturesRequest` then checks and words the error for."""
+    if type(data) is not dict:
+        return None
+    visual, text = data.get("visual"), data.get("text")
+    k, exclude = data.get("k", 10), data.get("exclude", [])
+    mmr_lambda, debias = data.get("mmr_lambda", 1.0), data.get("popularity_debias", 0.0)
+    if (type(visual) is not list or (text is not None and type(text) is not list) or type(k) is not int
+            or type(exclude) is not list or any(type(m) is not str for m in exclude)
+            or type(mmr_lambda) not in (int, float) or type(debias) not in (int, float)):
+        return None
     try:
-        answer = await service.features_batcher.submit(service.features_query(body))
-    except ValidationError as exc:  # the same answer BentoML gives for an invalid @bentoml.api body
-        errors = exc.errors(include_context=False, include_input=False, include_url=False)
-        return JSONResponse({"error": f"{exc.error_count()} validation error for {exc.title}", "detail": errors},
-                            status_code=400)
-    except BentoMLException as exc:  # our 4xx (BentoML's format for its exceptions)
-        return JSONResponse([{"error": str(exc)}], status_code=exc.error_code.value)
-    return Response(orjson.dumps(answer), media_type="application/json")
+        visual = np.asarray(visual, dtype=np.float32)
+        text = None if text is None else np.asarray(text, dtype=np.float32)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if visual.ndim != 1 or (text is not None and text.ndim != 1):
+        return None
+    return visual, text, k, exclude, float(mmr_lambda), float(debias)
 
 
-FEATURES_APP = Starlette(routes=[Route("/recommend_by_features", recommend_by_features, methods=["POST"])])
+class FeaturesEndpoint:
+    """POST /recommend_by_features: top-k music for a video given as feature vectors (visual, and text unless the
+    video has no description), as a plain ASGI app.
+
+    The body is parsed with orjson straight into numpy, and concurrent requests share one model call and one
+    catalog matrix product (`MicroBatcher`). It is reached two ways, with the same answers: through the fast lane
+    in front of BentoML's middlewares (`fastlane.serve_in_front`, the default, which keeps BentoML's request
+    metrics and access log), and through its BentoML mount (`bentoml.asgi_app`) when the lane is off.
+    """
+
+    path = "/recommend_by_features"
+
+    async def __call__(self, scope: dict, receive, send) -> None:
+        if scope["method"] != "POST":
+            return await _send_json(send, 405, b'{"detail":"Method Not Allowed"}', [(b"allow", b"POST")])
+        service: BgmRecommender = _current_service()
+        try:
+            body = await _read_body(receive, service.settings.max_body_bytes)
+            answer = await service.features_batcher.submit(service.features_query(body))
+        except _ClientGone:
+            return
+        except ValidationError as exc:  # the same answer BentoML gives for an invalid @bentoml.api body
+            errors = exc.errors(include_context=False, include_input=False, include_url=False)
+            status, payload = 400, {"error": f"{exc.error_count()} validation error for {exc.title}", "detail": errors}
+        except BentoMLException as exc:  # our 4xx (BentoML's format for its exceptions)
+            status, payload = exc.error_code.value, [{"error": str(exc)}]
+        else:
+            status, payload = 200, answer
+        await _send_json(send, status, orjson.dumps(payload))
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its request body arrived."""
+
+
+async def _read_body(receive, limit: int) -> bytes:
+    """The whole request body, or a 413 as soon as it passes `limit` bytes."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            count_error("recommend_by_features", "body_too_large")
+            raise PayloadTooLarge(f"request body has more than {limit} bytes, the limit of this endpoint")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _send_json(send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] = ()) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+FEATURES_ENDPOINT = FeaturesEndpoint()
+FEATURES_APP = Starlette(routes=[Route(FeaturesEndpoint.path, FEATURES_ENDPOINT, methods=["POST"])])
+
+
+ACCESS_LOG = os.environ.get("BGMREC_ACCESS_LOG", "true").lower() != "false"
 
 
 @bentoml.asgi_app(FEATURES_APP, path="/", name="recommend_by_features")
@@ -196,7 +267,7 @@ FEATURES_APP = Starlette(routes=[Route("/recommend_by_features", recommend_by_fe
     threads=int(os.environ.get("BGMREC_THREADS", 4)),
     traffic={"timeout": float(os.environ.get("BGMREC_TIMEOUT_S", 60))},
     # One access-log line per request (BGMREC_ACCESS_LOG=false turns it off); probes and scrapes are not logged.
-    logging={"access": {"enabled": os.environ.get("BGMREC_ACCESS_LOG", "true").lower() != "false",
+    logging={"access": {"enabled": ACCESS_LOG,
                         "skip_paths": ["/metrics", "/healthz", "/livez", "/readyz"]}},
 )
 class BgmRecommender:
@@ -290,8 +361,9 @@ class BgmRecommender:
         """Recommendation lists for checked queries: one model call embeds them all, then one top-K each.
 
         Every endpoint goes through here; the features route hands it the requests that arrived together
-        (`batching.MicroBatcher`), the others one at a time. A query whose ranking fails gets its exception in
-        its place, so it fails alone rather than with its whole batch.
+        (`batching.MicroBatcher`), the others one at a time. The catalog scores the whole batch with one matrix
+        product (`MusicCatalog.top_k_many`); a query whose ranking fails gets its exception in its place, so it
+        fails alone rather than with its whole batch.
         """
         catalog = self.catalog  # one reference for the whole batch: a refresh never changes it mid-way
         visual = np.stack([q.visual for q in queries])
@@ -303,12 +375,12 @@ class BgmRecommender:
                 if q.text is not None:
                     text[row] = q.text
         embedded = self.model.embed_videos(visual, text, None if text is None else has_text)
+        rankings = catalog.top_k_many(embedded, [q.k for q in queries], [q.exclude for q in queries],
+                                      [q.mmr_lambda for q in queries], [q.popularity_debias for q in queries])
         answers: list[dict[str, Any] | Exception] = []
-        for q, embedding in zip(queries, embedded, strict=True):
-            try:
-                ranked: Recommendations = catalog.top_k(embedding, q.k, q.exclude, q.mmr_lambda, q.popularity_debias)
-            except Exception as exc:
-                answers.append(exc)
+        for q, ranked in zip(queries, rankings, strict=True):
+            if isinstance(ranked, Exception):
+                answers.append(ranked)
                 continue
             self.monitor.record(ranked.index)
             RECOMMENDATIONS.labels(endpoint=q.endpoint).inc()
@@ -335,25 +407,29 @@ class BgmRecommender:
         """Parse and check a /recommend_by_features JSON body (pydantic's ValidationError or a 400 if bad)."""
         endpoint = "recommend_by_features"
         try:
+            fields = _plain_features(orjson.loads(body))
+        except orjson.JSONDecodeError:
+            fields = None
+        if fields is None:
+            # The slow path, only for bodies the fast one does not take: pydantic reads what orjson refuses (NaN,
+            # Infinity, 1e999: rejected below, by name), converts what it may (k "5" -> 5), and words its messages
+            # for JSON input ("Input should be a valid array"), as BentoML's @bentoml.api answers.
             try:
-                request = FeaturesRequest.model_validate(orjson.loads(body))
-            except (orjson.JSONDecodeError, ValidationError):
-                # The slow path, only for bodies the fast one refuses: orjson refuses NaN / Infinity / 1e999, which
-                # pydantic's JSON parser reads (rejected below, by name), and pydantic words its messages for JSON
-                # input ("Input should be a valid array"), as BentoML's @bentoml.api answers.
                 request = FeaturesRequest.model_validate_json(body)
-        except ValidationError:
-            count_error(endpoint, "invalid_request")
-            raise
+            except ValidationError:
+                count_error(endpoint, "invalid_request")
+                raise
+            fields = (request.visual, request.text, request.k, request.exclude, request.mmr_lambda,
+                      request.popularity_debias)
+        visual, text, k, exclude, mmr_lambda, popularity_debias = fields
         dims = self.model.dims
         try:
-            visual = _vector("visual", request.visual, dims["visual"])
-            text = None if request.text is None else _vector("text", request.text, dims["text"])
+            visual = _vector("visual", visual, dims["visual"])
+            text = None if text is None else _vector("text", text, dims["text"])
         except _Rejected as exc:
             count_error(endpoint, exc.kind)
             raise
-        return self._query(endpoint, visual, text, request.k, request.exclude, request.mmr_lambda,
-                           request.popularity_debias)
+        return self._query(endpoint, visual, text, k, exclude, mmr_lambda, popularity_debias)
 
     def _reject(self, endpoint: str, kind: str, message: str, error: type[BentoMLException] = InvalidArgument):
         count_error(endpoint, kind)
@@ -574,3 +650,6 @@ class _Unavailable(BentoMLException):
 def _with_version(catalog: MusicCatalog, version: int) -> MusicCatalog:
     return MusicCatalog(catalog.ids, catalog.titles, catalog.embeddings, catalog.popularity, catalog.is_new, version)
 
+
+# /recommend_by_features in front of BentoML's middleware stack (fastlane.py; BGMREC_FAST_LANE=false turns it off).
+FAST_LANE = serve_in_front(BgmRecommender, {FeaturesEndpoint.path: FEATURES_ENDPOINT}, access_log=ACCESS_LOG)
