@@ -182,3 +182,24 @@ def test_n_probe_per_query_trades_recall_for_work():
         one = indexed.top_k(q, 10, n_probe=1)
         (start, stop), = indexed.index.candidate_slices(q, len(indexed), n_probe=1)
         assert np.all((one.index >= start) & (one.index < stop))
+
+
+def test_top_k_many_equals_top_k_row_by_row_and_a_bad_row_fails_alone(catalog):
+    queries = np.stack([_query(seed) for seed in range(6)])
+    k = [1, 5, 10, 3, 7, 4]
+    exclude = [[], list(catalog.ids[:50]), [], ["unknown-id"], [], []]
+    mmr_lambda = [1.0, 1.0, 0.5, 1.0, 0.0, 1.5]  # the last row is invalid
+    debias = [0.0, 0.0, 0.0, 2.0, 0.0, 0.0]
+    for served in (catalog, _clustered_catalog(d=16).with_index()):  # one matrix product, and per-query probing
+        if served is not catalog:
+            queries = queries + 0.01  # any unit queries will do for the indexed catalog
+            queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+        got = served.top_k_many(queries, k, exclude, mmr_lambda, debias)
+        assert len(got) == len(queries)
+        for row in range(5):
+            one = served.top_k(queries[row], k[row], exclude[row], mmr_lambda[row], debias[row])
+            assert np.array_equal(got[row].index, one.index)
+            np.testing.assert_allclose(got[row].scores, one.scores, rtol=1e-5, atol=1e-6)
+        assert isinstance(got[5], CatalogError) and "mmr_lambda=1.5" in str(got[5])
+    single = catalog.top_k_many(queries[:1], [5], [[]], [1.0], [0.0])[0]
+    assert np.array_equal(single.index, catalog.top_k(queries[0], 5).index)

@@ -74,6 +74,30 @@ def test_gini_limits():
     assert gini(one_takes_all) == pytest.approx(1.0, abs=1e-2)
 
 
+def test_gini_of_the_shown_items_with_implicit_zeros_equals_the_dense_gini():
+    rng = np.random.default_rng(3)
+    dense = np.zeros(5000)
+    shown = rng.choice(5000, 300, replace=False)
+    dense[shown] = rng.zipf(1.7, 300)
+    assert gini(dense[shown], n_items=5000) == pytest.approx(gini(dense), rel=1e-12)
+    assert gini(np.ones(10), n_items=20) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="n_items=3"):
+        gini(np.ones(5), n_items=3)
+
+
+def test_diversity_exposure_metrics_match_their_dense_definitions():
+    rng = np.random.default_rng(4)
+    lists = rng.zipf(1.5, (400, 10)) % 20000
+    counts = np.bincount(lists.reshape(-1), minlength=20000)
+    p = counts[counts > 0] / counts.sum()
+    d = diversity(lists, 20000)
+    assert d["coverage"] == pytest.approx((counts > 0).mean())
+    assert d["gini"] == pytest.approx(gini(counts), rel=1e-12)
+    assert d["entropy"] == pytest.approx(-(p * np.log(p)).sum() / np.log(20000))
+    with pytest.raises(ValueError, match="outside a catalog of 20"):
+        diversity(np.array([[3, 25]]), 20)
+
+
 def test_diversity_of_identical_and_spread_lists():
     emb = np.eye(20)
     same = np.tile(np.arange(5), (10, 1))

@@ -323,8 +323,111 @@ def test_metrics_show_diversity_and_errors(client, videos):
     errors = _metric(text, "bgmrec_request_errors_total", '{endpoint="recommend_by_features",kind="k_out_of_range"}')
     assert errors and errors >= 1
     assert (_metric(text, "bgmrec_batch_size_count") or 0) >= 2  # every answered features request went through it
-    assert 'endpoint="/recommend_by_features"' in text  # BentoML's request metrics cover the mounted route
+    assert 'endpoint="/recommend_by_features"' in text  # BentoML's request metrics cover the fast lane's route
     assert "bentoml_service_request_total" in text or "bentoml_service_request_duration_seconds" in text
+
+
+def _samples(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` whose labels include `labels` (0 if none)."""
+    total = 0.0
+    for match in re.finditer(rf"^{re.escape(name)}{{(.*?)}} ([-+0-9.eEinfa]+)$", text, flags=re.MULTILINE):
+        have = dict(re.findall(r'(\w+)="(.*?)"', match.group(1)))
+        if all(have.get(key) == value for key, value in labels.items()):
+            total += float(match.group(2))
+    return total
+
+
+@pytest.mark.integration
+def test_features_route_is_answered_in_front_of_bentoml_with_its_request_metrics(client, videos):
+    assert type(client.app).__name__ == "FastLane"  # what Svc.to_asgi() (and so `bentoml serve`) serves
+    route = {"endpoint": "/recommend_by_features"}
+    before = client.get("/metrics").text
+    for k in (2, 3, 4):
+        assert client.post("/recommend_by_features", json={"visual": videos["visual"], "k": k}).status_code == 200
+    assert client.post("/recommend_by_features", json={"visual": [0.5] * 3}).status_code == 400
+    after = client.get("/metrics").text
+    total = "bentoml_service_request_total"
+    assert _samples(after, total, **route, http_response_code="200") - _samples(
+        before, total, **route, http_response_code="200") == 3
+    assert _samples(after, total, **route, http_response_code="400") - _samples(
+        before, total, **route, http_response_code="400") == 1
+    count = "bentoml_service_request_duration_seconds_count"
+    assert _samples(after, count, **route) - _samples(before, count, **route) == 4
+    assert _samples(after, "bentoml_service_request_in_progress", **route) == 0
+    # the other endpoints still go through BentoML's own middlewares and metrics
+    client.post("/catalog", json={"limit": 1})
+    assert _samples(client.get("/metrics").text, total, endpoint="/catalog", http_response_code="200") >= 1
+
+
+@pytest.mark.integration
+def test_fast_lane_and_the_bentoml_mount_give_the_same_answers(client, videos):
+    """With the lane off (BGMREC_FAST_LANE=false) the route's BentoML mount answers: BentoML's app behind the lane
+    is that configuration, so every answer, good or bad, must be the same through both."""
+    from starlette.testclient import TestClient
+
+    assert client.app.routes.keys() == {"/recommend_by_features"}
+    mounted = TestClient(client.app.app)  # BentoML's app itself (its lifespan already ran under `client`)
+    bodies = [
+        {"visual": videos["visual"], "text": videos["text"], "k": 6},
+        {"visual": videos["visual"], "k": 4, "mmr_lambda": 0.3, "popularity_debias": 1.0, "exclude": ["m0001"]},
+        {"visual": [int(v > 0) for v in videos["visual"]], "k": 3},  # integers are numbers too
+        {"visual": videos["visual"], "k": "5"},  # pydantic's lax integer, through the validating path
+        {"visual": videos["visual"], "text": [0.1] * 5},
+        {"visual": videos["visual"], "k": 0},
+        {"visual": [[0.1]] * 1280},
+        {"visual": videos["visual"], "exclude": "m0001"},
+        ["not", "an", "object"],
+    ]
+    raw = [b'{"visual": [0.1, ', b"", ("{\"visual\": [NaN" + ", 0.5" * 1279 + "]}").encode()]
+    headers = {"content-type": "application/json"}
+    for body in bodies + raw:
+        kwargs = {"content": body, "headers": headers} if isinstance(body, bytes) else {"json": body}
+        lane, mount = client.post("/recommend_by_features", **kwargs), mounted.post("/recommend_by_features", **kwargs)
+        assert (lane.status_code, lane.json()) == (mount.status_code, mount.json()), body if len(str(body)) < 200 else ""
+        assert lane.status_code in (200, 400), lane.text
+    assert client.post("/recommend_by_features", json={"visual": videos["visual"], "k": "5"}).json()["k"] == 5
+    for other in (client, mounted):
+        assert other.get("/recommend_by_features").status_code == 405
+
+
+@pytest.mark.integration
+def test_features_body_over_the_limit_gets_413_naming_it(client, videos):
+    body = b'{"visual": [' + b",".join([b"0.123456789"] * 400_000) + b"]}"  # ~4.8 MB, over the 4 MiB default
+    r = client.post("/recommend_by_features", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "more than 4194304 bytes" in _error(r)
+    assert client.post("/recommend_by_features", json={"visual": videos["visual"]}).status_code == 200
+
+
+@pytest.mark.unit
+def test_fast_lane_answers_500_when_its_endpoint_fails_and_passes_everything_else_on():
+    import asyncio
+
+    fastlane = _serving_module("fastlane")
+    seen: list[str] = []
+
+    async def behind(scope, receive, send):
+        seen.append(scope["type"] if scope["type"] != "http" else scope["path"])
+
+    async def broken(scope, receive, send):
+        raise RuntimeError("a bug")
+
+    lane = fastlane.FastLane(behind, {"/hot": broken}, access_log=False)
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def scenario():
+        await lane({"type": "lifespan"}, receive, send)
+        await lane({"type": "http", "path": "/other", "method": "POST"}, receive, send)
+        await lane({"type": "http", "path": "/hot", "method": "POST"}, receive, send)
+
+    asyncio.run(scenario())
+    assert seen == ["lifespan", "/other"]
+    assert sent[0]["status"] == 500 and b"Internal Server Error" in sent[1]["body"]
 
 
 # --- `bgmrec serve` over real HTTP ----------------------------------------------------------------------------
