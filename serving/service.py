@@ -41,8 +41,8 @@ import bentoml
 import numpy as np
 import orjson
 from batching import MicroBatcher
-from fastlane import serve_in_front
 from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound
+from fastlane import serve_in_front
 from monitor import BATCH_SIZE, RECOMMENDATIONS, DiversityMonitor, count_error
 from pydantic import BaseModel, Field, ValidationError
 from starlette.applications import Starlette
