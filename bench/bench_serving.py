@@ -6,7 +6,8 @@
    TRAIN_DATASET, promoted, and the catalog of DATASET's music (3,003 clips for the tt150k-shaped simulation).
    An existing WORKDIR registry is reused.
 2. Raw in-process scoring per request: `model.embed_videos` of one video + `catalog.top_k(k=10)`, one at a time
-   (the issue's reference), and the same in batches of 32 videos (what the server does under 32 clients).
+   (the issue's reference), and the same in batches of 32 videos with `catalog.top_k_many` (what the server does
+   under 32 clients).
 3. Starts `bgmrec serve` and drives recommend_by_features closed-loop at 1, 8 and 32 concurrent clients (each
    client sends its next request when the previous answer arrives) for a duration per level: p50/p99 latency,
    throughput, server CPU per request. The load generator is `wrk` (C, one thread; `apt-get install wrk`) with
@@ -54,6 +55,27 @@ def percentiles(latencies_s: list[float]) -> dict[str, float]:
     ms = np.asarray(latencies_s) * 1e3
     return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
             "mean_ms": float(ms.mean()), "n": len(ms)}
+
+
+def machine_probe() -> dict:
+    """How fast this machine is right now, for reading the other figures: a VM's neighbours can halve it with no
+    load visible inside (one BLAS thread; best of 20). `gemm_ms`: a 32 x 512 by 512 x 3,003 float32 product (a
+    micro-batch against the 3k catalog); `read_gb_s`: summing a 256 MB float32 array (memory bandwidth)."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((32, 512), dtype=np.float32), rng.standard_normal((512, 3003), dtype=np.float32)
+    big = np.ones(64 * 2**20, np.float32)
+    with threadpool_limits(1, user_api="blas"):
+        gemm = min(_seconds(lambda: a @ b) for _ in range(20))
+        read = min(_seconds(big.sum) for _ in range(5))
+    return {"gemm_ms": gemm * 1e3, "read_gb_s": big.nbytes / read / 1e9}
+
+
+def _seconds(call) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
 
 
 def prepare_registry(dataset: Path, train_dataset: Path, workdir: Path, train_seconds: float) -> Path:
@@ -116,15 +138,17 @@ def raw_scoring(registry: Path, bodies: list[dict], batch: int = 32) -> dict:
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     one_at_a_time = {**percentiles(latencies), "throughput_rps": len(arrays) / elapsed, "catalog_size": len(catalog),
                      "embedding_dim": catalog.dim, "cpu_ms_per_request": cpu / len(arrays) * 1e3}
-    # the same work in batches of `batch` videos: one embed_videos call per batch, one top_k per video
+    # the same work in batches of `batch` videos, as the server does it under load: one embed_videos call and one
+    # top_k_many (catalog reads shared by the batch) per batch
     text = np.stack([np.zeros(model.dims["text"], np.float32) if t is None else t for _, t in arrays])
     has_text = np.asarray([t is not None for _, t in arrays])
     visual = np.stack([v for v, _ in arrays])
     started, cpu_started = time.perf_counter(), time.process_time()
     for start in range(0, len(arrays), batch):
         sl = slice(start, start + batch)
-        for query in model.embed_videos(visual[sl], text[sl], has_text[sl]):
-            catalog.top_k(query, 10)
+        queries = model.embed_videos(visual[sl], text[sl], has_text[sl])
+        n = len(queries)
+        catalog.top_k_many(queries, [10] * n, [()] * n, [1.0] * n, [0.0] * n)
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     return {**one_at_a_time, "batched": {"batch": batch, "throughput_rps": len(arrays) / elapsed,
                                          "cpu_ms_per_request": cpu / len(arrays) * 1e3}}
@@ -492,7 +516,8 @@ def main() -> None:
     parts = set(args.parts.split(","))
     result: dict = json.loads(args.out.read_text()) if args.out.exists() else {}
     result.update({"machine": {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg(),
-                               "python": platform.python_version()}, "targets": TARGETS})
+                               "python": platform.python_version(), "probe_at_start": machine_probe()},
+                   "targets": TARGETS})
     registry = prepare_registry(args.dataset, args.train_dataset, args.workdir, args.train_seconds)
     for part in parts:  # the load around each part (the top-level "machine" is the latest run's)
         result[f"machine_{part}"] = {"load_avg_at_start": os.getloadavg()}
@@ -508,6 +533,7 @@ def main() -> None:
         result["catalog_scaling"] = sorted(kept + rows, key=lambda row: row["catalog_size"])
     result["against_targets"] = against_targets(result)
     result["machine"]["load_avg_at_end"] = os.getloadavg()
+    result["machine"]["probe_at_end"] = machine_probe()
     for part in parts:
         result[f"machine_{part}"]["load_avg_at_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)

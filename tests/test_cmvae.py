@@ -108,6 +108,14 @@ def test_checkpoint_round_trip_gives_identical_embeddings(trained, tiny_data, tm
     )
 
 
+def test_embedding_runs_the_module_in_eval_mode_even_after_training_mode(trained, tiny_data):
+    vv = tiny_data.dataset.video_vectors
+    expected = trained.embed_videos(vv.visual[:4], vv.text[:4], vv.has_text[:4])
+    trained.module.train()
+    np.testing.assert_array_equal(trained.embed_videos(vv.visual[:4], vv.text[:4], vv.has_text[:4]), expected)
+    assert not any(m.training for m in trained.module.modules())
+
+
 def test_video_without_text_gets_finite_embedding_equal_to_visual_expert(trained, tiny_data):
     vv = tiny_data.dataset.video_vectors
     visual = vv.visual[:8]

@@ -170,9 +170,15 @@ class TorchRecommender(EmbeddingRecommender):
             raise RuntimeError(f"{self.name}: model is not trained or loaded")
         return self.module
 
+    def _inference_module(self) -> nn.Module:
+        """The module in eval mode. `eval()` walks every submodule (~0.1 ms for CMVAE, as much as the rest of a
+        one-video forward pass in serving), so it runs only when the module is in training mode."""
+        module = self._require_module()
+        return module.eval() if module.training else module
+
     @torch.no_grad()
     def embed_videos(self, visual, text=None, has_text=None) -> np.ndarray:
-        module = self._require_module().eval()
+        module = self._inference_module()
         visual = check_vectors("visual", visual, self.dims["visual"])
         n = len(visual)
         if text is None:
@@ -200,7 +206,7 @@ class TorchRecommender(EmbeddingRecommender):
 
     @torch.no_grad()
     def embed_music(self, audio_embedding, audio_lld, music_ids=None) -> np.ndarray:
-        module = self._require_module().eval()
+        module = self._inference_module()
         audio = check_vectors("audio_embedding", audio_embedding, self.dims["audio_embedding"])
         lld = check_vectors("audio_lld", audio_lld, self.dims["audio_lld"])
         if len(audio) != len(lld):
