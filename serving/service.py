@@ -52,9 +52,9 @@ from starlette.routing import Route
 from bgmrec.catalog import CATALOG_FILE, CatalogError, MusicCatalog, load_catalog
 from bgmrec.models.base import TorchRecommender
 
+_current_service = bentoml.get_current_service  # resolved once: bentoml's module __getattr__ imports per call
 # The BentoML model packaged in a built Bento: a build argument stored in the Bento (`bgmrec build-bento` sets it),
 # or BGMREC_BENTO_MODEL. Empty when serving straight from a registry.
-_current_service = bentoml.get_current_service  # resolved once: bentoml's module __getattr__ imports per call
 PACKAGED_MODEL = str(getattr(bentoml.use_arguments(), "bento_model", "") or os.environ.get("BGMREC_BENTO_MODEL", ""))
 CHECKPOINT_FILE = "model.pt"
 
@@ -358,7 +358,7 @@ class BgmRecommender:
         return VideoQuery(endpoint, visual, text, k, exclude, mmr_lambda, popularity_debias)
 
     def _answer(self, queries: list[VideoQuery]) -> list[dict[str, Any] | Exception]:
-        """Recommendation lists for checked queries: one model call embeds them all, then one top-K each.
+        """Recommendation lists for checked queries: one model call embeds them all, one catalog search ranks them.
 
         Every endpoint goes through here; the features route hands it the requests that arrived together
         (`batching.MicroBatcher`), the others one at a time. The catalog scores the whole batch with one matrix
