@@ -426,6 +426,21 @@ def registry_with_catalog_size(registry: Path, size: int, noise: float) -> Path:
     return sized
 
 
+def batch_latency(catalog, q: np.ndarray, batch: int = 32, repeats: int = 5) -> dict:
+    """Top-10 of `batch` queries at once (`top_k_many`, as the server does for a micro-batch): wall time per
+    batch and per query, best and median of `repeats`."""
+    n = min(batch, len(q))
+    args = (q[:n], [10] * n, [()] * n, [1.0] * n, [0.0] * n)
+    catalog.top_k_many(*args)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        catalog.top_k_many(*args)
+        times.append(time.perf_counter() - t)
+    return {"batch": n, "median_ms_per_batch": float(np.median(times) * 1e3),
+            "median_ms_per_query": float(np.median(times) * 1e3 / n), "best_ms_per_query": min(times) * 1e3 / n}
+
+
 def catalog_scaling(registry: Path, dataset: Path, sizes: list[int], queries: int, noise: float) -> list[dict]:
     """Top-10 latency at each catalog size: exact (plain; MMR 0.7 + 10 exclusions) and with the coarse index.
 
@@ -459,6 +474,7 @@ def catalog_scaling(registry: Path, dataset: Path, sizes: list[int], queries: in
                 catalog.top_k(q[i], 10, **kwargs)
                 latencies.append(time.perf_counter() - t)
             row[name] = percentiles(latencies)
+        row["exact_batch_32"] = batch_latency(catalog, q)
         truth = [set(catalog.ids[catalog.top_k(q[i], 10).index]) for i in range(queries)]
         t = time.perf_counter()
         indexed = catalog.with_index()
@@ -479,6 +495,7 @@ def catalog_scaling(registry: Path, dataset: Path, sizes: list[int], queries: in
                 latencies.append(time.perf_counter() - t)
                 hits += len(set(indexed.ids[got.index]) & truth[i])
             row[name] = {**percentiles(latencies), "n_probe": n_probe, "recall_at_10_vs_exact": hits / (10 * queries)}
+        row["indexed_batch_32"] = batch_latency(indexed, q)
         out.append(row)
         print(json.dumps(row), flush=True)
         del indexed
