@@ -543,6 +543,11 @@ def test_bgmrec_serve_over_http(server, served, videos, clip):
             _metric(before, "bgmrec_diversity_window_lists") or 0)
         assert _metric(after, "bgmrec_diversity_coverage") != _metric(before, "bgmrec_diversity_coverage")
         assert _metric(after, "bgmrec_request_errors_total", '{endpoint="recommend_by_video",kind="unknown_video"}')
+        # the features route is served by the fast lane in front of BentoML, with BentoML's request metrics
+        assert _samples(after, "bentoml_service_request_total", endpoint="/recommend_by_features",
+                        http_response_code="200") >= len(statuses) + 2
+        assert _samples(after, "bentoml_service_request_total", endpoint="/recommend_by_video",
+                        http_response_code="404") >= 1
 
 
 # --- k8s monitoring refers to metrics the service exports ---------------------------------------------------
