@@ -207,9 +207,7 @@ class MusicCatalog:
         query = np.asarray(query, dtype=np.float32).reshape(-1)
         if self.index is None or exact:
             return self._rank(None, self.embeddings @ query, k, exclude, mmr_lambda, popularity_debias)
-        slices = self.index.candidate_slices(query, len(self), n_probe)
-        rows = np.concatenate([np.arange(a, b) for a, b in slices])
-        cosine = np.concatenate([self.embeddings[a:b] @ query for a, b in slices])
+        rows, cosine = self._score_probed_lists(query[None, :], n_probe)[0]
         return self._rank(rows, cosine, k, exclude, mmr_lambda, popularity_debias)
 
     def top_k_many(
@@ -247,10 +245,11 @@ class MusicCatalog:
                 out.append(exc)
         return out
 
-    def _score_probed_lists(self, queries: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(rows, cosine) of each query over the lists it probes (as `top_k` scores them, same order), reading
-        each probed list once: one product of the list's rows with all the queries that probe it."""
-        probes = [self.index.candidate_slices(query, len(self)) for query in queries]
+    def _score_probed_lists(self, queries: np.ndarray, n_probe: int | None = None) -> list[tuple[np.ndarray,
+                                                                                                  np.ndarray]]:
+        """(rows, cosine) of each query over the lists it probes (and the music added since the index was built),
+        reading each probed list once: one product of the list's rows with all the queries that probe it."""
+        probes = [self.index.candidate_slices(query, len(self), n_probe) for query in queries]
         probers: dict[tuple[int, int], list[int]] = {}
         for row, slices in enumerate(probes):
             for piece in slices:

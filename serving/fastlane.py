@@ -72,7 +72,11 @@ class RequestMetrics:
         running.inc()
 
     def finished(self, route: str, status: int, seconds: float) -> None:
+        """One request done; status 0 = nothing was answered (the client went away), counted nowhere but the
+        in-progress gauge, as BentoML's middleware does."""
         self._running[route].dec()
+        if not status:
+            return
         children = self._finished.get((route, status))
         if children is None:
             labels = {"endpoint": route, "http_response_code": str(status), **self._common}
@@ -124,7 +128,7 @@ class FastLane:
             await send({"type": "http.response.body", "body": _INTERNAL_ERROR})
         finally:
             seconds = time.perf_counter() - started
-            self._metrics.finished(route, status or 500, seconds)
+            self._metrics.finished(route, status, seconds)
             if self.access_log is not None:
                 client = scope.get("client")
                 self.access_log.info("%s (scheme=%s,method=%s,path=%s,length=%s) (status=%s,length=%s) %.3fms",
