@@ -105,13 +105,13 @@ class FastLane:
         route = scope["path"]
         started = time.perf_counter()
         status = 0
-        length = b""
+        length = ""
 
         async def watched_send(message: dict) -> None:
             nonlocal status, length
             if message["type"] == "http.response.start":
                 status = message["status"]
-                length = next((v for k, v in message.get("headers", ()) if k == b"content-length"), b"")
+                length = _header(message.get("headers", ()), b"content-length")
             await send(message)
 
         self._metrics.started(route)
@@ -133,12 +133,13 @@ class FastLane:
                 client = scope.get("client")
                 self.access_log.info("%s (scheme=%s,method=%s,path=%s,length=%s) (status=%s,length=%s) %.3fms",
                                      f"{client[0]}:{client[1]}" if client else "_", scope.get("scheme", "http"),
-                                     scope["method"], route, _header(scope, b"content-length"), status,
-                                     length.decode(), seconds * 1e3)
+                                     scope["method"], route, _header(scope.get("headers", ()), b"content-length"),
+                                     status, length, seconds * 1e3)
 
 
-def _header(scope: dict, name: bytes) -> str:
-    return next((v.decode() for k, v in scope.get("headers", ()) if k == name), "")
+def _header(headers, name: bytes) -> str:
+    """An ASGI header's value ('' if absent)."""
+    return next((v.decode() for k, v in headers if k == name), "")
 
 
 def serve_in_front(service: Any, routes: Mapping[str, ASGIApp], access_log: bool = True) -> bool:
