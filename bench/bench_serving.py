@@ -605,6 +605,7 @@ def run_http(args: argparse.Namespace, registry: Path, result: dict) -> None:
 
         result["http_open_loop"] = [measured(lambda r=float(rate): open_level(r))
                                     for rate in args.open_rates.split(",") if rate]
+        result.pop("memory", None)  # never report a sustained run of an earlier invocation merged into --out
         if args.memory_seconds > 0:
             samples = [tree_rss_mb(server)]
             sustained = closed_loop(url, port, bodies, bodies_file, 32, args.memory_seconds, use_wrk,
