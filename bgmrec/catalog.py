@@ -20,6 +20,8 @@ flight finish on the catalog they started with.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +102,8 @@ class MusicCatalog:
     is_new: np.ndarray
     version: int = 0
     index: CoarseIndex | None = field(default=None, repr=False, compare=False)
+    # The registry version of the model whose music encoder made the embeddings ("" when unknown).
+    model_version: str = ""
     _id_index: pd.Index = field(init=False, repr=False, compare=False)
     _popularity_penalty: np.ndarray = field(init=False, repr=False, compare=False)
 
@@ -170,6 +174,7 @@ class MusicCatalog:
             is_new=np.concatenate([self.is_new, np.ones(n, bool) if is_new is None else is_new]),
             version=self.version + 1,
             index=self.index,
+            model_version=self.model_version,
         )
 
     def with_index(self, n_lists: int | None = None, n_probe: int | None = None, seed: int = 0) -> MusicCatalog:
@@ -186,7 +191,7 @@ class MusicCatalog:
         offsets = np.concatenate([[0], np.cumsum(np.bincount(labels, minlength=n_lists))]).astype(np.int64)
         index = CoarseIndex(centroids, offsets, n, int(n_probe or max(1, n_lists // 8)))
         return MusicCatalog(self.ids[order], self.titles[order], self.embeddings[order], self.popularity[order],
-                            self.is_new[order], self.version, index)
+                            self.is_new[order], self.version, index, self.model_version)
 
     def top_k(
         self,
@@ -323,13 +328,21 @@ class MusicCatalog:
         )
 
     def save(self, path: str | Path) -> Path:
-        """Write the catalog as parquet (music_id, title, embedding list<float32>, popularity, is_new)."""
+        """Write the catalog as parquet (music_id, title, embedding list<float32>, popularity, is_new), atomically:
+        a temp file of its own, then a rename, so a reader (every serving replica) never sees half a file."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".parquet.tmp")
-        table = self.to_table().replace_schema_metadata({"bgmrec_catalog_version": str(self.version)})
-        pq.write_table(table, tmp)
-        tmp.replace(path)
+        table = self.to_table().replace_schema_metadata(
+            {"bgmrec_catalog_version": str(self.version), "bgmrec_model_version": self.model_version}
+        )
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         return path
 
 
@@ -356,6 +369,7 @@ def load_catalog(path: str | Path) -> MusicCatalog:
         popularity=table.column("popularity").to_numpy(zero_copy_only=False),
         is_new=table.column("is_new").to_numpy(zero_copy_only=False),
         version=int(metadata.get(b"bgmrec_catalog_version", b"0")),
+        model_version=metadata.get(b"bgmrec_model_version", b"").decode(),
     )
 
 
@@ -365,6 +379,7 @@ def build_catalog(
     titles: Sequence[str | None] | None = None,
     popularity: np.ndarray | None = None,
     is_new: np.ndarray | None = None,
+    model_version: str = "",
 ) -> MusicCatalog:
     """Embed every music with the model's music encoder and hold the result as a catalog."""
     embeddings = model.embed_music(music_vectors.audio_embedding, music_vectors.audio_lld, music_vectors.ids)
@@ -376,6 +391,7 @@ def build_catalog(
         embeddings=embeddings,
         popularity=np.zeros(len(ids)) if popularity is None else np.asarray(popularity, dtype=np.float64),
         is_new=np.zeros(len(ids), bool) if is_new is None else np.asarray(is_new, dtype=bool),
+        model_version=model_version,
     )
 
 

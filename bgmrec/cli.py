@@ -110,13 +110,33 @@ def list_models() -> None:
 
 # ---------------------------------------------------------------- data layer (dvc.yaml stages)
 
-ParamsOption = Annotated[Path, typer.Option("--params", help="params.yaml with the step's block.")]
+ParamsOption = Annotated[
+    Path | None,
+    typer.Option("--params", help="params.yaml (default: $BGMREC_PARAMS, else the params.yaml of the project "
+                                  "the working directory is in, else the built-in defaults)."),
+]
 
 
-def _params(path: Path) -> dict:
-    from bgmrec.steps import read_params
+def _config_path(params: Path | None) -> Path | None:
+    import os
 
-    return read_params(path) if path.exists() else {}
+    from bgmrec.config import PARAMS_ENV, find_params
+
+    if params is not None:
+        return params
+    if os.environ.get(PARAMS_ENV):
+        return Path(os.environ[PARAMS_ENV])
+    return find_params()
+
+
+def _config(params: Path | None):
+    """The typed configuration the command runs with (exit 1 naming the key when the file is bad)."""
+    from bgmrec.config import ConfigError, load_config
+
+    try:
+        return load_config(_config_path(params))
+    except ConfigError as exc:
+        _fail(str(exc))
 
 
 def _validation_exit(exc: Exception) -> None:
@@ -127,20 +147,21 @@ def _validation_exit(exc: Exception) -> None:
 @app.command("sample-media")
 def sample_media_command(
     out: Annotated[Path, typer.Option(help="Directory to write the sample media data set to.")],
-    params: ParamsOption = Path("params.yaml"),
+    params: ParamsOption = None,
 ) -> None:
     """Generate the bundled sample: synthetic music and short videos with a planted audio-visual link."""
     from bgmrec.steps import sample_media_step
 
+    config = _config(params)
     with console.status(f"generating sample media in {out}"):
-        result = sample_media_step(out, _params(params).get("sample_media"))
+        result = sample_media_step(out, config.sample)
     console.print(f"wrote {out}: {result}")
 
 
 @app.command()
 def extract(
     dataset: Annotated[Path, typer.Option(help="Dataset directory; media paths in the manifests are relative to it.")],
-    params: ParamsOption = Path("params.yaml"),
+    params: ParamsOption = None,
 ) -> None:
     """Decode the dataset's media and write music_features.parquet / video_features.parquet; bad items are
     reported (console and DATASET/extraction_report.json) and skipped; non-zero exit if any item failed.
@@ -150,7 +171,7 @@ def extract(
     from bgmrec.steps import extract_step
 
     try:
-        result = extract_step(dataset, _params(params).get("extract"), console=console)
+        result = extract_step(dataset, _config(params).extract, console=console)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     for kind, counts in result["counts"].items():
@@ -167,15 +188,15 @@ def extract(
 def validate_manifests_command(
     dataset: Annotated[Path, typer.Option(help="Dataset directory (music.parquet, videos.parquet).")],
     report_dir: Annotated[Path, typer.Option(help="Where summary.txt, result.json and Data Docs go.")],
-    params: ParamsOption = Path("params.yaml"),
+    params: ParamsOption = None,
 ) -> None:
     """Validate the manifests with Great Expectations; non-zero exit naming the offending rows on failure."""
     from bgmrec.steps import validate_manifests_step
     from bgmrec.validation import ValidationFailed
 
-    knobs = _params(params).get("validation", {})
+    knobs = _config(params).validation
     try:
-        result = validate_manifests_step(dataset, report_dir, knobs.get("max_description_chars"))
+        result = validate_manifests_step(dataset, report_dir, knobs.max_description_chars)
     except ValidationFailed as exc:
         _validation_exit(exc)
     console.print(f"manifests valid: {result['tables']}; report {result['summary']}")
@@ -185,15 +206,15 @@ def validate_manifests_command(
 def validate_features_command(
     dataset: Annotated[Path, typer.Option(help="Dataset directory with its feature tables.")],
     report_dir: Annotated[Path, typer.Option(help="Where summary.txt, result.json and Data Docs go.")],
-    params: ParamsOption = Path("params.yaml"),
+    params: ParamsOption = None,
 ) -> None:
     """Validate the feature tables with Great Expectations; non-zero exit naming the offending rows."""
     from bgmrec.steps import validate_features_step
     from bgmrec.validation import ValidationFailed
 
-    knobs = _params(params).get("validation", {})
+    knobs = _config(params).validation
     try:
-        result = validate_features_step(dataset, report_dir, knobs.get("min_norm"), knobs.get("max_norm"))
+        result = validate_features_step(dataset, report_dir, knobs.min_norm, knobs.max_norm)
     except ValidationFailed as exc:
         _validation_exit(exc)
     console.print(f"features valid: {result['tables']}; report {result['summary']}")
@@ -225,22 +246,15 @@ def train(
     feature_repo: Annotated[
         Path | None, typer.Option(help="Feast repo: read vectors with get_historical_features.")
     ] = None,
-    params: ParamsOption = Path("params.yaml"),
+    params: ParamsOption = None,
 ) -> None:
     """Train one model on one split (params: `models.<name>`, then `train.overrides`; split seed `data.seed`)."""
     from bgmrec.data.contract import DatasetError
-    from bgmrec.models import resolve_params
     from bgmrec.steps import train_step
 
-    all_params = _params(params)
-    overrides = (all_params.get("train") or {}).get("overrides") or {}
+    config = _config(params)
     try:
-        model_params = resolve_params(model, all_params.get("models"), overrides)
-    except ValueError as exc:
-        _fail(str(exc))
-    seed = int((all_params.get("data") or {}).get("seed", 0))
-    try:
-        result = train_step(dataset, split, model, model_params, out, feature_repo, seed=seed)
+        result = train_step(dataset, split, model, config, out, feature_repo)
     except (DatasetError, ValueError) as exc:
         _fail(str(exc))
     console.print(f"{model} ({split}): {result['epochs']} epochs, checkpoint {result['checkpoint']}")
@@ -254,12 +268,12 @@ def evaluate(
     ],
     out: Annotated[Path, typer.Option(help="Metrics JSON: {split kind: Recall@K, IPS Recall@K, ...}.")],
     plots_dir: Annotated[Path | None, typer.Option(help="Where Recall@K curves (CSV + PNG) go.")] = None,
-    params: ParamsOption = Path("params.yaml"),
+    params: ParamsOption = None,
 ) -> None:
     """Evaluate checkpoints with both protocols on the test part of each split kind."""
     from bgmrec.steps import evaluate_step
 
-    seed = int((_params(params).get("data") or {}).get("seed", 0))
+    seed = _config(params).data.seed
     pairs = [c.split("=", 1) for c in checkpoint]
     if all(len(p) == 2 for p in pairs):
         checkpoints: dict[str, str] | str = {kind: path for kind, path in pairs}
@@ -280,14 +294,13 @@ def gate(
     model: Annotated[str, typer.Option(help="Model name recorded in the registry.")],
     registry: Annotated[Path, typer.Option(help="Model registry directory.")],
     out: Annotated[Path | None, typer.Option(help="JSON file for the decision and its reasons.")] = None,
-    params: ParamsOption = Path("params.yaml"),
+    params: ParamsOption = None,
 ) -> None:
     """Promote the candidate only if it meets `gate.thresholds` and is not worse than production."""
     from bgmrec.steps import gate_step
 
-    knobs = _params(params).get("gate", {}) or {}
-    result = gate_step(metrics, registry, knobs.get("thresholds") or {}, float(knobs.get("tolerance", 0.0)),
-                       model, checkpoint)
+    knobs = _config(params).gate
+    result = gate_step(metrics, registry, knobs.thresholds, knobs.tolerance, model, checkpoint)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))
@@ -298,20 +311,25 @@ def gate(
                       + "\n  - ".join(result["reasons"]))
 
 
-SERVING_DIR = Path(__file__).resolve().parents[1] / "serving"
-SERVICE = "service:BgmRecommender"
+SERVICE = "serving.service:BgmRecommender"
 
 
 @app.command("build-catalog")
 def build_catalog_command(
-    dataset: Annotated[Path, typer.Option(help="Dataset directory (music features are embedded).")],
-    registry: Annotated[Path, typer.Option(help="Model registry directory; writes REGISTRY/catalog.parquet.")],
+    dataset: Annotated[
+        Path | None, typer.Option(help="Dataset directory whose music is embedded (default: `data.dataset`).")
+    ] = None,
+    registry: Annotated[
+        Path | None, typer.Option(help="Model registry; writes REGISTRY/catalog.parquet (default: `gate.registry`).")
+    ] = None,
+    params: ParamsOption = None,
 ) -> None:
     """Embed the dataset's music with the production model into the serving catalog (REGISTRY/catalog.parquet)."""
     from bgmrec.steps import build_catalog_step
 
+    config = _config(params)
     try:
-        result = build_catalog_step(dataset, registry)
+        result = build_catalog_step(dataset or Path(config.data.dataset), registry or Path(config.gate.registry))
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     print(json.dumps(result))
@@ -334,36 +352,51 @@ def build_bento_command(
 
 @app.command()
 def serve(
-    registry: Annotated[Path, typer.Option(help="Model registry (production.json + catalog.parquet).")],
-    port: Annotated[int, typer.Option(help="HTTP port.")] = 3000,
-    host: Annotated[str, typer.Option(help="Interface to bind (0.0.0.0 to accept remote clients).")] = "127.0.0.1",
+    registry: Annotated[
+        Path | None, typer.Option(help="Model registry (production.json + catalog.parquet); default `gate.registry`.")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port (default `serving.port`).")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Interface to bind (0.0.0.0 to accept remote clients; default `serving.host`).")
+    ] = None,
     feast_repo: Annotated[
         Path | None, typer.Option(help="Feast repo for recommend_by_video (online video vectors).")
     ] = None,
-    threads: Annotated[int, typer.Option(help="Request threads of the BentoML worker.")] = 4,
-    max_k: Annotated[int, typer.Option(help="Largest k a request may ask for.")] = 100,
-    max_upload_mb: Annotated[float, typer.Option(help="Largest video upload accepted, in MB.")] = 50.0,
+    threads: Annotated[int | None, typer.Option(help="Request threads of the BentoML worker.")] = None,
+    max_k: Annotated[int | None, typer.Option(help="Largest k a request may ask for.")] = None,
+    max_upload_mb: Annotated[float | None, typer.Option(help="Largest video upload accepted, in MB.")] = None,
+    params: ParamsOption = None,
 ) -> None:
-    """Serve the recommender: a thin wrapper over `bentoml serve service:BgmRecommender --working-dir serving`."""
+    """Serve the recommender with `bentoml serve serving.service:BgmRecommender`: the registry's production model
+    and catalog, followed (a new production model or catalog version is swapped in without a restart).
+
+    Settings come from the configuration's `serving:` section; the options here override it. Admin routes
+    (/refresh_catalog) need `Authorization: Bearer $BGMREC_ADMIN_TOKEN`; without that variable they are off.
+    """
     import os
     import sys
 
-    if not (registry / "production.json").exists():
-        _fail(f"{registry}: no production.json; promote a model (bgmrec gate) first")
-    if not (registry / "catalog.parquet").exists():
-        _fail(f"{registry}: no catalog.parquet; run `bgmrec build-catalog --registry {registry}` first")
-    env = {
-        **os.environ,
-        "BGMREC_REGISTRY": str(registry.resolve()),
-        "BGMREC_THREADS": str(threads),
-        "BGMREC_MAX_K": str(max_k),
-        "BGMREC_MAX_UPLOAD_MB": str(max_upload_mb),
-        "BENTOML_DO_NOT_TRACK": os.environ.get("BENTOML_DO_NOT_TRACK", "true"),
-    }
-    if feast_repo is not None:
-        env["BGMREC_FEATURE_REPO"] = str(feast_repo.resolve())
-    args = [sys.executable, "-m", "bentoml", "serve", SERVICE, "--working-dir", str(SERVING_DIR),
-            "--host", host, "--port", str(port)]
+    from bgmrec.catalog import CATALOG_FILE
+    from bgmrec.config import PARAMS_ENV
+    from bgmrec.registry import PRODUCTION_FILE
+
+    config = _config(params)
+    registry = (registry or Path(config.gate.registry)).resolve()
+    if not (registry / PRODUCTION_FILE).exists():
+        _fail(f"{registry}: no {PRODUCTION_FILE}; promote a model (bgmrec gate) first")
+    if not (registry / CATALOG_FILE).exists():
+        _fail(f"{registry}: no {CATALOG_FILE}; run `bgmrec build-catalog --registry {registry}` first")
+    env = {**os.environ, "BGMREC_REGISTRY": str(registry),
+           "BENTOML_DO_NOT_TRACK": os.environ.get("BENTOML_DO_NOT_TRACK", "true")}
+    config_path = _config_path(params)
+    if config_path is not None:
+        env[PARAMS_ENV] = str(config_path.resolve())
+    overrides = {"BGMREC_THREADS": threads, "BGMREC_MAX_K": max_k, "BGMREC_MAX_UPLOAD_MB": max_upload_mb,
+                 "BGMREC_FEATURE_REPO": feast_repo.resolve() if feast_repo is not None else None}
+    env.update({name: str(value) for name, value in overrides.items() if value is not None})
+    host = host or config.serving.host
+    port = port or config.serving.port
+    args = [sys.executable, "-m", "bentoml", "serve", SERVICE, "--host", host, "--port", str(port)]
     console.print(f"serving {registry} on http://{host}:{port} ({' '.join(args[2:])})")
     os.execve(sys.executable, args, env)
 
@@ -374,53 +407,53 @@ def trigger(
         Path | None, typer.Option(help="Batch directory: audio files, optional manifest.csv (music_id, title).")
     ] = None,
     host: Annotated[
-        str | None, typer.Option(help="Kubeflow Pipelines API URL: submit the compiled pipeline there instead.")
+        str | None, typer.Option(help="Kubeflow Pipelines API URL: submit the pipeline there instead.")
     ] = None,
     inbox: Annotated[
         Path | None, typer.Option(help="With --host: submit every batch folder of this inbox not submitted yet.")
     ] = None,
-    dataset: Annotated[Path | None, typer.Option(help="Catalog dataset (its saved audio_lld transform).")] = None,
-    registry: Annotated[Path | None, typer.Option(help="Model registry holding production and the catalog.")] = None,
-    feature_repo: Annotated[
-        str | None, typer.Option(help="Feast repo to push the batch to; '' to skip Feast.")
+    dataset: Annotated[
+        Path | None, typer.Option(help="Catalog dataset (its saved audio_lld transform); default `data.dataset`.")
     ] = None,
-    params: Annotated[Path, typer.Option(help="params.yaml (batch rules, extraction, defaults).")] = Path(
-        "params.yaml"
-    ),
+    registry: Annotated[
+        Path | None, typer.Option(help="Model registry holding production and the catalog; default `gate.registry`.")
+    ] = None,
+    feature_repo: Annotated[
+        str | None, typer.Option(help="Feast repo to push the batch to ('' to skip Feast); default `feast.repo`.")
+    ] = None,
+    params: ParamsOption = None,
     pipeline_root: Annotated[Path, typer.Option(help="kfp.local output folder (local runs).")] = Path(
         "runs/kfp-local"
     ),
 ) -> None:
     """Add a batch of new music: validate → extract → Feast → embed (production encoder) → catalog refresh.
 
-    Without --host the new-music-batch pipeline runs here through kfp.local; with --host it is submitted to
-    Kubeflow Pipelines (paths are then locations on the cluster's data volume) and the run URL is printed.
+    Without --host the new-music-batch pipeline runs here through kfp.local; with --host it is built from the
+    configuration and submitted to Kubeflow Pipelines (paths are then locations on the cluster's data volume,
+    defaults from `kubeflow:`) and the run URL is printed.
     """
-    from bgmrec.steps import read_params
     from bgmrec.trigger import run_batch_locally, submit_batch, submit_inbox
-    from pipelines.compile import COMPILED_DIR, NEW_MUSIC_BATCH_FILE
 
     if (music_batch is None) == (inbox is None):
         _fail("give exactly one of --music-batch DIR or --inbox DIR")
+    config = _config(params)
     if host is not None:
-        package = COMPILED_DIR / NEW_MUSIC_BATCH_FILE
         if inbox is not None:
-            for batch, url in submit_inbox(host, inbox, package):
+            for batch, url in submit_inbox(host, inbox, config):
                 print(f"{batch}: {url}")
             return
         overrides = {name: str(value) for name, value in
                      (("dataset_dir", dataset), ("registry_dir", registry), ("feature_repo", feature_repo))
                      if value is not None}
-        print(submit_batch(host, str(music_batch), package, overrides))
+        print(submit_batch(host, str(music_batch), config, overrides))
         return
     if inbox is not None:
         _fail("--inbox needs --host (the cluster's trigger); run local batches with --music-batch")
-    settings = read_params(params)
-    dataset = dataset or Path(settings["data"]["dataset"])
-    registry = registry or Path(settings["gate"]["registry"])
-    repo = settings.get("feast", {}).get("repo", "") if feature_repo is None else feature_repo
+    dataset = dataset or Path(config.data.dataset)
+    registry = registry or Path(config.gate.registry)
+    repo = config.feast.repo if feature_repo is None else feature_repo
     console.print(f"running the new-music-batch pipeline on {music_batch} (kfp.local, outputs in {pipeline_root})")
-    result = run_batch_locally(music_batch, dataset, registry, repo, params, pipeline_root)
+    result = run_batch_locally(music_batch, dataset, registry, repo, _config_path(params), pipeline_root)
     print(result.message)
     if not result.accepted:
         raise typer.Exit(code=1)
@@ -428,13 +461,14 @@ def trigger(
 
 @app.command("compile-pipelines")
 def compile_pipelines_command(
-    out: Annotated[Path | None, typer.Option(help="Output folder (default: pipelines/compiled).")] = None,
+    out: Annotated[Path, typer.Option(help="Folder to write training.yaml and new_music_batch.yaml to.")],
+    params: ParamsOption = None,
 ) -> None:
-    """Compile the training and new-music-batch pipelines to Kubeflow IR YAML (images and cluster settings from
-    params.yaml `kubeflow:`; $BGMREC_PIPELINE_IMAGE overrides the image)."""
-    from pipelines.compile import COMPILED_DIR, compile_pipelines
+    """Compile the training and new-music-batch pipelines to Kubeflow IR YAML (images, volumes, resources and
+    gate defaults from the configuration's `kubeflow:` and `gate:`; $BGMREC_PIPELINE_IMAGE overrides the image)."""
+    from pipelines.compile import compile_pipelines
 
-    for path in compile_pipelines(out or COMPILED_DIR):
+    for path in compile_pipelines(out, _config(params)):
         console.print(f"wrote {path}")
 
 

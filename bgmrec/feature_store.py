@@ -126,6 +126,23 @@ def stage_repo_data(repo_dir: str | Path, dataset_dir: str | Path) -> dict[str, 
     return counts
 
 
+def init_repo(repo_dir: str | Path) -> list[str]:
+    """Set up a feature repo directory from the definitions and configs that ship with bgmrec (the `features`
+    package): every file missing from REPO is copied in, nothing is overwritten. Returns the names copied."""
+    from importlib import resources
+
+    repo = Path(repo_dir)
+    repo.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for entry in resources.files("features").iterdir():
+        if entry.name == DEFINITIONS_FILE or entry.name.endswith(".yaml"):
+            target = repo / entry.name
+            if not target.exists():
+                target.write_bytes(entry.read_bytes())
+                copied.append(entry.name)
+    return sorted(copied)
+
+
 def apply_repo(store: FeatureStore, repo_dir: str | Path) -> list[str]:
     """Register the repo's definitions (like `feast apply`); returns the names applied."""
     objects = repo_objects(repo_dir)

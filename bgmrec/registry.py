@@ -6,6 +6,9 @@ Layout of ROOT:
   production.json                   {"version", "model_name", "checkpoint", "metrics", "promoted_at"}
   catalog.parquet                   the serving music catalog (written by bgmrec.catalog, not here)
 
+Every path a record holds is relative to ROOT, so a registry copied elsewhere, restored from a backup or
+mounted at another path (/data/registry in a pod) works as it is.
+
 A version id is `v<NNNN>-<model_name>`: ordered, readable, unique within one registry.
 """
 
@@ -15,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,10 +89,15 @@ def _now() -> str:
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write atomically (temp file + rename) so a reader never sees half a production.json."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=float))
-    os.replace(tmp, path)
+    """Write atomically (a temp file of its own + rename) so a reader never sees half a production.json."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(payload, indent=2, default=float))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class ModelRegistry:
@@ -149,7 +158,7 @@ class ModelRegistry:
             {
                 "version": version,
                 "model_name": info["model_name"],
-                "checkpoint": str((self.versions_dir / version / CHECKPOINT_FILE).resolve()),
+                "checkpoint": f"{VERSIONS_DIR}/{version}/{CHECKPOINT_FILE}",
                 "metrics": info["metrics"],
                 "promoted_at": _now(),
             },
@@ -160,6 +169,10 @@ class ModelRegistry:
         path = self.root / PRODUCTION_FILE
         return json.loads(path.read_text()) if path.exists() else None
 
+    def checkpoint(self, version: str) -> Path:
+        """The checkpoint file of a registered version (under ROOT wherever ROOT is now)."""
+        return self.versions_dir / version / CHECKPOINT_FILE
+
     def load_production(self):
         """The production model, loaded from its checkpoint (a TorchRecommender)."""
         from bgmrec.models import load_model
@@ -167,4 +180,4 @@ class ModelRegistry:
         record = self.production()
         if record is None:
             raise FileNotFoundError(f"no production model in {self.root}; run the gate step first")
-        return load_model(record["checkpoint"])
+        return load_model(self.checkpoint(record["version"]))

@@ -6,17 +6,25 @@ Each step takes paths and plain parameters, writes its outputs to paths, and ret
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from bgmrec.config import Config
 
 
 def build_catalog_step(dataset_dir: str | Path, registry_dir: str | Path) -> dict[str, Any]:
     """Embed every music of the dataset with the production model's music encoder into REGISTRY/catalog.parquet.
 
     Popularity is the dataset's videos per music; music the production model never saw in training is flagged
-    new (the checkpoint records its training music ids).
+    new (the checkpoint records its training music ids). The catalog is stamped with the model version, and its
+    version follows the previous catalog's (serving replicas report it).
     """
+    import dataclasses
+
+    import pyarrow.parquet as pq
+
     from bgmrec.catalog import CATALOG_FILE, build_catalog
     from bgmrec.data.contract import load_dataset
     from bgmrec.registry import ModelRegistry
@@ -34,8 +42,13 @@ def build_catalog_step(dataset_dir: str | Path, registry_dir: str | Path) -> dic
     catalog = build_catalog(
         model, dataset.music_vectors, titles=None if titles is None else titles.tolist(),
         popularity=dataset.popularity, is_new=np.asarray([i not in seen for i in ids]),
+        model_version=record["version"],
     )
-    path = catalog.save(registry.root / CATALOG_FILE)
+    path = registry.root / CATALOG_FILE
+    if path.exists():
+        previous = pq.read_schema(path).metadata or {}
+        catalog = dataclasses.replace(catalog, version=int(previous.get(b"bgmrec_catalog_version", b"0")) + 1)
+    catalog.save(path)
     return {"catalog": str(path), "music": len(catalog), "new_music": int(catalog.is_new.sum()),
             "dim": catalog.dim, "model_version": record["version"]}
 
@@ -97,16 +110,6 @@ def build_bento_step(registry_dir: str | Path, version: str | None = None) -> di
             bento = bentoml.bentos.build_bentofile(str(bentofile), version=version, build_ctx=str(context),
                                                    args={"bento_model": tag})
     return {"bento": str(bento.tag), "model": tag, "registry_version": record["version"], "path": bento.path}
-
-
-def read_params(path: str | Path) -> dict[str, Any]:
-    """params.yaml as a mapping (every step's knobs, grouped by step); an empty file is {}."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: params file not found")
-    return yaml.safe_load(path.read_text()) or {}
 
 
 # ---------------------------------------------------------------- media: sample data set, feature extraction
@@ -171,8 +174,9 @@ def feast_apply_step(
     repo_dir: str | Path, dataset_dir: str | Path, config: str = "feature_store.yaml"
 ) -> dict[str, Any]:
     """Stage the dataset's feature tables into the Feast repo, apply its definitions, materialize online."""
-    from bgmrec.feature_store import apply_repo, materialize_all, open_store, stage_repo_data
+    from bgmrec.feature_store import apply_repo, init_repo, materialize_all, open_store, stage_repo_data
 
+    init_repo(repo_dir)
     rows = stage_repo_data(repo_dir, dataset_dir)
     store = open_store(repo_dir, config)
     applied = apply_repo(store, repo_dir)
@@ -181,13 +185,13 @@ def feast_apply_step(
 
 
 def train_step(
-    dataset_dir: str | Path, split_kind: str, model_name: str, params: dict[str, Any] | None,
+    dataset_dir: str | Path, split_kind: str, model_name: str, config: Config,
     out_dir: str | Path, feature_repo: str | Path | None = None, feature_service: str | None = None,
-    seed: int = 0,
 ) -> dict[str, Any]:
-    """Train a registered torch model on one split; vectors come from Feast (`get_historical_features`,
-    service `<model>_features` unless named) when a feature repo is given, else from the dataset's files.
-    Writes OUT/model.pt, OUT/train.json, OUT/history.csv and OUT/training_curves.png.
+    """Train a registered torch model on one split, with the parameters `config.model_params` resolves and the
+    split seed `data.seed`; vectors come from Feast (`get_historical_features`, service `<model>_features`
+    unless named) when a feature repo is given, else from the dataset's files.
+    Writes OUT/model.pt, OUT/train.json (with the resolved parameters), OUT/history.csv and the training curves.
     """
     import json
 
@@ -197,6 +201,8 @@ def train_step(
     from bgmrec.models.base import TorchRecommender, TrainingData
     from bgmrec.plots import write_training_curves
 
+    params = config.model_params(model_name)
+    seed = config.data.seed
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if feature_repo is not None:
@@ -214,8 +220,8 @@ def train_step(
     checkpoint = model.save(out / "model.pt")
     history = report.pop("history", model.history)
     plots = write_training_curves(history, out, f"{model_name} ({split_kind})")
-    summary = {"model_name": model_name, "split": split_kind, "checkpoint": str(checkpoint),
-               "features_from": "feast" if feature_repo is not None else "files", **report, **plots}
+    summary = {"model_name": model_name, "split": split_kind, "checkpoint": str(checkpoint), "params": params,
+               "seed": seed, "features_from": "feast" if feature_repo is not None else "files", **report, **plots}
     (out / "train.json").write_text(json.dumps(summary, indent=2, default=float))
     return {**summary, "history": history}
 
@@ -372,26 +378,24 @@ def _read_batch_music_vectors(features_dir: str | Path):
 
 
 def ingest_music_batch_step(
-    batch_dir: str | Path, registry_dir: str | Path, out_dir: str | Path, params: dict[str, Any] | None = None
+    batch_dir: str | Path, registry_dir: str | Path, out_dir: str | Path, config: Config
 ) -> dict[str, Any]:
     """Check a new music batch (bgmrec.batch: corrupt files, duplicate ids, ids already in the catalog) against
-    params `batch:`; write OUT/music.parquet (the accepted part, empty when the batch is refused) and
+    the `batch:` rules; write OUT/music.parquet (the accepted part, empty when the batch is refused) and
     OUT/batch_report.json. Returns the verdict and a readable summary.
     """
-    from bgmrec.batch import BatchRules, check_music_batch, write_batch
-    from bgmrec.media.config import ExtractionConfig
+    from bgmrec.batch import check_music_batch, write_batch
 
-    params = params or {}
-    config = ExtractionConfig.from_params(params.get("extract"))
-    report = check_music_batch(batch_dir, _catalog_ids(registry_dir), BatchRules.from_params(params.get("batch")),
-                               config.sample_rate, config.max_audio_seconds)
+    extraction = config.extraction
+    report = check_music_batch(batch_dir, _catalog_ids(registry_dir), config.batch_rules,
+                               extraction.sample_rate, extraction.max_audio_seconds)
     write_batch(report, out_dir)
     return {"passed": report.passed, "accepted": len(report.accepted) if report.passed else 0,
             "rejected": len(report.rejected), "has_videos": report.has_videos, "summary": report.summary()}
 
 
 def extract_music_batch_step(
-    batch_out_dir: str | Path, dataset_dir: str | Path, out_dir: str | Path, params: dict[str, Any] | None = None
+    batch_out_dir: str | Path, dataset_dir: str | Path, out_dir: str | Path, config: Config
 ) -> dict[str, Any]:
     """Features of the accepted batch music, transformed with the catalog dataset's SAVED audio_lld scaler + PCA;
     writes OUT/music_features.parquet, OUT/music.parquet (music that extracted) and OUT/extraction_report.json.
@@ -407,8 +411,8 @@ def extract_music_batch_step(
     music = pd.read_parquet(Path(batch_out_dir) / ACCEPTED_FILE)
     if music.empty:
         raise ValueError(f"{batch_out_dir}: the batch has no accepted music to extract; see its batch_report.json")
-    config = dict((params or {}).get("extract") or {}, progress=False)
-    vectors, report = extract_music_files(music["audio_path"].tolist(), config, ids=music["music_id"].tolist(),
+    extraction = dict(config.extract, progress=False)
+    vectors, report = extract_music_files(music["audio_path"].tolist(), extraction, ids=music["music_id"].tolist(),
                                           catalog_dir=dataset_dir)
     report.write(out_dir / "extraction_report.json")
     if len(vectors) == 0:
@@ -481,6 +485,9 @@ def refresh_catalog_step(
     titles = pd.read_parquet(Path(batch_out_dir) / ACCEPTED_FILE).set_index("music_id")["title"]
     catalog_path = registry.root / CATALOG_FILE
     catalog = load_catalog(catalog_path)
+    if catalog.model_version and catalog.model_version != made_by:
+        raise ValueError(f"{catalog_path} was embedded by model {catalog.model_version} but production is "
+                         f"{made_by}: rebuild the catalog (`bgmrec build-catalog`) before adding music")
     before = len(catalog)
     catalog = catalog.add(ids, embeddings, titles=[titles.get(i) for i in ids])
     catalog.save(catalog_path)
@@ -490,7 +497,7 @@ def refresh_catalog_step(
 
 def evaluate_music_batch_step(
     batch_dir: str | Path, features_dir: str | Path, registry_dir: str | Path, out_json: str | Path,
-    params: dict[str, Any] | None = None,
+    config: Config,
 ) -> dict[str, Any]:
     """Strong-generalization Recall@K of a batch that comes with videos (batch videos.csv/.parquet): each video
     ranks the batch's new music — never seen in training, the papers' unseen music — with the production model;
@@ -512,7 +519,7 @@ def evaluate_music_batch_step(
         raise FileNotFoundError(f"{batch_dir}: no videos.csv or videos.parquet: nothing to evaluate")
     music = _read_batch_music_vectors(features_dir)
     column = {str(music_id): i for i, music_id in enumerate(music.ids)}
-    config = dict((params or {}).get("extract") or {}, progress=False)
+    extraction = dict(config.extract, progress=False)
     visual, text, kept, failures = [], [], [], []
     for row in videos.to_dict("records"):
         if str(row["music_id"]) not in column:
@@ -521,7 +528,7 @@ def evaluate_music_batch_step(
         try:
             path = resolve_media_path(Path(batch_dir), row.get("video_path"))
             described = row.get("description")
-            vector, description = embed_video_file(path, None if pd.isna(described) else described, config)
+            vector, description = embed_video_file(path, None if pd.isna(described) else described, extraction)
         except Exception as exc:  # noqa: BLE001 - one bad video is reported, the rest is evaluated
             failures.append(f"{row['video_id']}: {exc}")
             continue

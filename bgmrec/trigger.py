@@ -9,9 +9,14 @@ k8s CronJob runs: one submission per batch folder that has no `.submitted.json` 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bgmrec.config import Config
 
 SUBMITTED_MARKER = ".submitted.json"
 EXPERIMENT = "bgmrec-music-batches"
@@ -30,18 +35,24 @@ def run_batch_locally(
     dataset_dir: str | Path,
     registry_dir: str | Path,
     feature_repo: str | Path | None,
-    params_path: str | Path,
+    params_path: str | Path | None,
     pipeline_root: str | Path,
 ) -> BatchRun:
-    """Run the new-music-batch pipeline through kfp.local; a failing task raises (raise_on_error=True)."""
+    """Run the new-music-batch pipeline through kfp.local; a failing task raises (raise_on_error=True).
+    The tasks read the configuration in `params_path` (None: the defaults)."""
     from kfp import local
 
+    from bgmrec.config import load_config
     from pipelines.new_music_batch import REFUSED_TITLE, build_new_music_batch_pipeline
-    from pipelines.settings import load_settings, read_params
 
+    config = load_config(params_path)
+    if params_path is None:  # the tasks read a file: hand them the defaults as one
+        params_path = Path(pipeline_root) / "params.yaml"
+        params_path.parent.mkdir(parents=True, exist_ok=True)
+        params_path.write_text(config.to_yaml())
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(Path(pipeline_root).resolve()),
                raise_on_error=True)
-    pipeline = build_new_music_batch_pipeline(load_settings(read_params(params_path)))
+    pipeline = build_new_music_batch_pipeline(config)
     task = pipeline(
         batch_dir=str(Path(batch_dir).resolve()),
         dataset_dir=str(Path(dataset_dir).resolve()),
@@ -54,20 +65,32 @@ def run_batch_locally(
 
 
 def submit_batch(
-    host: str, batch_dir: str, package: str | Path, arguments: dict[str, str] | None = None,
+    host: str, batch_dir: str, config: Config | None = None, arguments: dict[str, str] | None = None,
     experiment: str = EXPERIMENT,
 ) -> str:
-    """Submit the compiled pipeline with batch_dir (a path on the cluster's data volume) and return the run URL.
-    Other pipeline parameters keep their compiled defaults unless given in `arguments`."""
-    import kfp
+    """Build the new-music-batch pipeline from `config` (None: the defaults), submit it with batch_dir (a path on
+    the cluster's data volume) and return the run URL. Other pipeline parameters keep the `kubeflow:` defaults
+    unless given in `arguments`.
 
-    package = Path(package)
-    if not package.is_file():
-        raise FileNotFoundError(f"{package}: compiled pipeline not found; run `bgmrec compile-pipelines`")
-    client = kfp.Client(host=host)
-    run = client.create_run_from_pipeline_package(
-        str(package), arguments={"batch_dir": batch_dir, **(arguments or {})},
-        run_name=f"music-batch-{Path(batch_dir).name}", experiment_name=experiment,
+    In the trigger's pod, $KF_PIPELINES_SA_TOKEN_PATH is the projected token (audience pipelines.kubeflow.org) that
+    multi-user Kubeflow Pipelines authenticates, and $BGMREC_KFP_NAMESPACE the profile namespace the run goes to."""
+    import kfp
+    from kfp.client import ServiceAccountTokenVolumeCredentials
+
+    from pipelines.new_music_batch import build_new_music_batch_pipeline
+
+    # kfp.Client picks the projected token up by itself only without a host and with the Kubernetes API token
+    # mounted (its in-cluster check), neither of which holds here: hand it the credentials, which read the file
+    # named by $KF_PIPELINES_SA_TOKEN_PATH before every request (the kubelet renews the token).
+    credentials = ServiceAccountTokenVolumeCredentials() if os.environ.get("KF_PIPELINES_SA_TOKEN_PATH") else None
+    client = kfp.Client(host=host, credentials=credentials)
+    # Multi-user Kubeflow Pipelines files every experiment under a namespace; single-user refuses one.
+    namespace = os.environ.get("BGMREC_KFP_NAMESPACE") or None
+    if namespace is not None and not client.get_kfp_healthz().multi_user:
+        namespace = None
+    run = client.create_run_from_pipeline_func(
+        build_new_music_batch_pipeline(config), arguments={"batch_dir": batch_dir, **(arguments or {})},
+        run_name=f"music-batch-{Path(batch_dir).name}", experiment_name=experiment, namespace=namespace,
     )
     return f"{host.rstrip('/')}/#/runs/details/{run.run_id}"
 

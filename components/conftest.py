@@ -108,9 +108,7 @@ def fast_params_path(tmp_path_factory) -> Path:
     """params.yaml with every model trained for one epoch (tests check behaviour, not quality)."""
     import yaml
 
-    from bgmrec.steps import read_params
-
-    params = read_params(PROJECT_ROOT / "params.yaml")
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     for model_params in params.get("models", {}).values():
         model_params.update(epochs=1, patience=1)
     path = tmp_path_factory.mktemp("params") / "params.yaml"

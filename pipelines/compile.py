@@ -1,37 +1,30 @@
-"""Compile both pipelines to IR YAML (pipelines/compiled/), the files `bgmrec trigger --host` submits.
+"""Compile both pipelines to Kubeflow IR YAML: `bgmrec compile-pipelines --out DIR [--params FILE]`.
 
-`bgmrec compile-pipelines` (or `python -m pipelines.compile`) is the one command; tests/test_pipelines.py fails
-when the committed files are out of date.
+The compiled files are built from a configuration (images, volumes, resources, gate defaults), so they are
+written where the user asks and never kept in the repository.
 """
 
 from pathlib import Path
-from typing import Any
 
 from kfp import compiler
 
+from bgmrec.config import Config
 from pipelines.new_music_batch import build_new_music_batch_pipeline
-from pipelines.settings import PROJECT_ROOT, load_settings, read_params
 from pipelines.training import build_training_pipeline
 
-COMPILED_DIR = PROJECT_ROOT / "pipelines" / "compiled"
 TRAINING_FILE = "training.yaml"
 NEW_MUSIC_BATCH_FILE = "new_music_batch.yaml"
 
 
-def compile_pipelines(out_dir: str | Path = COMPILED_DIR, params: dict[str, Any] | None = None) -> list[Path]:
+def compile_pipelines(out_dir: str | Path, config: Config | None = None) -> list[Path]:
     """Write training.yaml and new_music_batch.yaml into out_dir; returns their paths."""
-    params = read_params() if params is None else params
+    config = config or Config()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     targets = [
-        (build_training_pipeline(params), out / TRAINING_FILE),
-        (build_new_music_batch_pipeline(load_settings(params)), out / NEW_MUSIC_BATCH_FILE),
+        (build_training_pipeline(config), out / TRAINING_FILE),
+        (build_new_music_batch_pipeline(config), out / NEW_MUSIC_BATCH_FILE),
     ]
     for pipeline, path in targets:
         compiler.Compiler().compile(pipeline, str(path))
     return [path for _, path in targets]
-
-
-if __name__ == "__main__":
-    for written in compile_pipelines():
-        print(f"wrote {written}")

@@ -9,6 +9,7 @@ gathered; see docs/kubeflow.md.
 
 from kfp import dsl
 
+from bgmrec.config import Config
 from components.embed_music_batch.component import embed_music_batch
 from components.evaluate_music_batch.component import evaluate_music_batch
 from components.extract_music_batch.component import extract_music_batch
@@ -17,16 +18,15 @@ from components.publish_report.component import publish_report
 from components.push_music_batch.component import push_music_batch
 from components.refresh_catalog.component import refresh_catalog
 from pipelines.platform import on_cluster
-from pipelines.settings import KubeflowSettings, cluster_params_path, load_settings
 
 PIPELINE_NAME = "bgmrec-new-music-batch"
 # The pipeline's result starts with this when the batch was refused (bgmrec trigger checks it).
 REFUSED_TITLE = "music batch refused"
 
 
-def build_new_music_batch_pipeline(settings: KubeflowSettings | None = None):
-    """The pipeline function, with cluster defaults (paths, resources) from params.yaml `kubeflow:`."""
-    settings = settings or load_settings()
+def build_new_music_batch_pipeline(config: Config | None = None):
+    """The pipeline function, with cluster defaults (paths, resources) from the configuration's `kubeflow:`."""
+    settings = (config or Config()).kubeflow
 
     @dsl.pipeline(name=PIPELINE_NAME, description="Add a batch of new music to the serving catalog.")
     def new_music_batch(
@@ -34,7 +34,7 @@ def build_new_music_batch_pipeline(settings: KubeflowSettings | None = None):
         dataset_dir: str = settings.dataset_dir,
         registry_dir: str = settings.registry_dir,
         feature_repo: str = settings.feature_repo,
-        params_path: str = cluster_params_path(settings),
+        params_path: str = settings.params_path,
     ) -> str:
         ingest = on_cluster(
             ingest_music_batch(batch_dir=batch_dir, registry_dir=registry_dir, params_path=params_path), settings

@@ -8,7 +8,7 @@ from __future__ import annotations
 from kfp import kubernetes
 from kfp.dsl import PipelineTask
 
-from pipelines.settings import KubeflowSettings, TaskResources
+from bgmrec.config import KubeflowSettings, TaskResources
 
 
 def _apply_resources(task: PipelineTask, resources: TaskResources) -> PipelineTask:
@@ -21,10 +21,12 @@ def _apply_resources(task: PipelineTask, resources: TaskResources) -> PipelineTa
 
 
 def mount_data_volume(task: PipelineTask, settings: KubeflowSettings) -> PipelineTask:
-    """Mount the shared data volume (registry, catalog, Feast repo, batches) and the params ConfigMap."""
-    kubernetes.mount_pvc(task, pvc_name=settings.data_claim, mount_path=settings.data_mount_path)
-    return kubernetes.use_config_map_as_volume(task, config_map_name=settings.params_config_map,
-                                               mount_path=settings.params_mount_path)
+    """The configured image, the shared data volume (registry, catalog, Feast repo, batches) and the params
+    ConfigMap."""
+    task.set_container_image(settings.image)
+    kubernetes.mount_pvc(task, pvc_name=settings.data_volume.claim, mount_path=settings.data_volume.mount_path)
+    return kubernetes.use_config_map_as_volume(task, config_map_name=settings.params_config_map.name,
+                                               mount_path=settings.params_config_map.mount_path)
 
 
 def on_cluster(task: PipelineTask, settings: KubeflowSettings) -> PipelineTask:

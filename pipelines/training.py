@@ -4,10 +4,9 @@ thresholds AND not worse than production minus the tolerance) → register + pro
 the gate refused, with production untouched. The same steps as `dvc repro` (dvc.yaml), one home each.
 """
 
-from typing import Any
-
 from kfp import dsl
 
+from bgmrec.config import Config
 from components.assemble_features.component import assemble_features
 from components.evaluate_model.component import evaluate_model
 from components.extract_shard.component import extract_shard
@@ -19,22 +18,20 @@ from components.train_model.component import train_model
 from components.validate_features.component import validate_features
 from components.validate_manifests.component import validate_manifests
 from pipelines.platform import on_cluster, on_gpu_node
-from pipelines.settings import cluster_params_path, load_settings, read_params
 
 PIPELINE_NAME = "bgmrec-training"
 SPLIT_KINDS = ("weak", "strong")
 
 
-def build_training_pipeline(params: dict[str, Any] | None = None):
-    """The pipeline function. Compiled in from params: the models to train (`models:`), the gated model and
-    the default thresholds and tolerance (`gate:`), the shard count and cluster settings (`kubeflow:`)."""
-    params = read_params() if params is None else params
-    settings = load_settings(params)
-    gate = params["gate"]
-    models = list(params.get("models") or {})
-    candidate = gate["model"]
-    if candidate not in models:
-        raise ValueError(f"params.yaml gate.model '{candidate}' is not under models: ({', '.join(models)})")
+def build_training_pipeline(config: Config | None = None):
+    """The pipeline function. Compiled in from the configuration: the models to train (`models:`), the gated
+    model and the default thresholds and tolerance (`gate:`), the shard count and cluster settings
+    (`kubeflow:`)."""
+    config = config or Config()
+    settings = config.kubeflow
+    gate = config.gate
+    models = list(config.models)
+    candidate = gate.model
     shards = list(range(settings.extract_shards))
 
     @dsl.pipeline(name=PIPELINE_NAME, description="Train CMVAE and VMCML, gate on Recall@K, promote.")
@@ -42,9 +39,9 @@ def build_training_pipeline(params: dict[str, Any] | None = None):
         dataset_dir: str = settings.dataset_dir,
         registry_dir: str = settings.registry_dir,
         feature_repo: str = settings.feature_repo,
-        params_path: str = cluster_params_path(settings),
-        recall_thresholds: dict = dict(gate["thresholds"]),  # noqa: B006 - a KFP parameter default
-        tolerance: float = float(gate["tolerance"]),
+        params_path: str = settings.params_path,
+        recall_thresholds: dict = dict(gate.thresholds),  # noqa: B006 - a KFP parameter default
+        tolerance: float = gate.tolerance,
     ) -> str:
         manifests = on_cluster(
             validate_manifests(dataset_dir=dataset_dir, params_path=params_path), settings

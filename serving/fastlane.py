@@ -17,13 +17,13 @@ What the lane keeps of the stack, at a fraction of the cost:
 - the access log: one `bentoml.access` line per request in BentoML's format when the service's access log is on;
 - a 500 with BentoML's answer shape if an endpoint raises (it should answer 4xx itself for bad input).
 What it drops: OpenTelemetry spans (none are collected at BentoML's default sample rate 0; a deployment that traces
-must set BGMREC_FAST_LANE=false), the request timeout and the concurrency limit (the endpoints do bounded work).
+sets `serving.fast_lane: false`, or BGMREC_FAST_LANE=false), the request timeout and the concurrency limit (the
+endpoints do bounded work).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -142,15 +142,17 @@ def _header(headers, name: bytes) -> str:
     return next((v.decode() for k, v in headers if k == name), "")
 
 
-def serve_in_front(service: Any, routes: Mapping[str, ASGIApp], access_log: bool = True) -> bool:
+def serve_in_front(
+    service: Any, routes: Mapping[str, ASGIApp], access_log: bool = True, enabled: bool = True
+) -> bool:
     """Make `service.to_asgi()` -- what `bentoml serve` and in-process clients call -- put `routes` in front of
-    BentoML's app. Off with BGMREC_FAST_LANE=false (then the routes' BentoML mounts answer them). Returns whether
-    the lane is installed.
+    BentoML's app. Off with enabled=False (`serving.fast_lane`; then the routes' BentoML mounts answer them).
+    Returns whether the lane is installed.
 
     The service object becomes an instance of a subclass of its BentoML `Service` class whose only change is that
     `to_asgi` wraps the app BentoML built; nothing of BentoML itself is patched.
     """
-    if os.environ.get("BGMREC_FAST_LANE", "true").lower() == "false":
+    if not enabled:
         return False
     base = type(service)
     if getattr(base, "_bgmrec_fast_lane", False):

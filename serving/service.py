@@ -1,7 +1,7 @@
 """The bgmrec BentoML service: background music for a short video, from the production model and the catalog.
 
-Run it with `bgmrec serve --registry DIR [--feast-repo DIR] [--port N]`, or directly:
-`BGMREC_REGISTRY=DIR bentoml serve service:BgmRecommender --working-dir serving --port 3000`.
+Run it with `bgmrec serve [--registry DIR] [--feast-repo DIR] [--port N]`, or directly:
+`BGMREC_REGISTRY=DIR bentoml serve serving.service:BgmRecommender --port 3000`.
 
 Endpoints (POST, JSON keyed by parameter name; the upload endpoint takes multipart/form-data):
 - /recommend_by_features  {"visual": [...], "text": [...] | null, "k": 10, "exclude": [...], "mmr_lambda": 1.0,
@@ -12,27 +12,33 @@ Endpoints (POST, JSON keyed by parameter name; the upload endpoint takes multipa
 - /recommend_by_upload    form fields video (file), description, ...options: decoded and embedded with the
                           training extractors (bgmrec.media)
 - /catalog                {"offset": 0, "limit": 100}: size, version and a page of the catalog
-- /refresh_catalog        {"music": [{"music_id", "title", "audio_embedding", "audio_lld", "popularity"}]} adds
-                          new music embedded by the production music encoder; {"reload": true} re-reads
-                          REGISTRY/catalog.parquet. The new catalog replaces the old one in one reference swap.
+- /refresh_catalog        admin (Authorization: Bearer $BGMREC_ADMIN_TOKEN): {"reload": true} re-reads the
+                          registry now; {"music": [{"music_id", "title", "audio_embedding", "audio_lld",
+                          "popularity"}]} adds music to this replica's catalog in memory.
 Bad input gets a 4xx whose message names the problem; BentoML serves /healthz, /livez, /readyz and /metrics.
 
-Configuration (environment, read when the service starts): BGMREC_REGISTRY, BGMREC_FEATURE_REPO, BGMREC_MAX_K,
-BGMREC_MAX_UPLOAD_MB, BGMREC_MONITOR_WINDOW, BGMREC_MONITOR_INTERVAL_S, BGMREC_THREADS, BGMREC_TORCH_THREADS,
-BGMREC_BLAS_THREADS, BGMREC_ACCESS_LOG, BGMREC_MAX_BATCH, BGMREC_TIMEOUT_S, BGMREC_MAX_BODY_MB (the features body),
-BGMREC_FAST_LANE (false: the features route goes through BentoML's middlewares),
-BGMREC_ANN_MIN_SIZE (catalogs this large get the coarse index of bgmrec.catalog);
-the Bento argument `bento_model` (set by `bgmrec build-bento`, or BGMREC_BENTO_MODEL) makes the service load the
-packaged BentoML model instead of the registry.
+The service follows its registry: every `serving.registry_poll_s` seconds it looks at REGISTRY/production.json
+and REGISTRY/catalog.parquet, and when either changed it loads the new production model and catalog aside and
+swaps them in together with one reference assignment (no restart, no request failed). A catalog embedded by
+another model than production's is not served: the old state keeps serving until `build-catalog` catches up.
+
+Configuration, read once when the service starts: the configuration file $BGMREC_PARAMS (bgmrec.config; the
+defaults without it), its `serving:` section overridden by BGMREC_<FIELD> variables (BGMREC_MAX_K, ...), the
+registry $BGMREC_REGISTRY (else `gate.registry`), the Feast repo $BGMREC_FEATURE_REPO and the admin token
+$BGMREC_ADMIN_TOKEN (admin routes are refused without it). With `serving.model_source: bento` the service serves
+the model packaged in the Bento (the build argument `bento_model` that `bgmrec build-bento` sets, or
+$BGMREC_BENTO_MODEL), pinned.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import hmac
+import logging
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -40,23 +46,26 @@ from typing import Any
 import bentoml
 import numpy as np
 import orjson
-from batching import MicroBatcher
 from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound
-from fastlane import serve_in_front
-from monitor import BATCH_SIZE, RECOMMENDATIONS, DiversityMonitor, count_error
 from pydantic import BaseModel, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from bgmrec.catalog import CATALOG_FILE, CatalogError, MusicCatalog, load_catalog
+from bgmrec.config import ServingSettings, load_config
 from bgmrec.models.base import TorchRecommender
+from bgmrec.registry import CHECKPOINT_FILE, PRODUCTION_FILE, ModelRegistry
+from serving.batching import MicroBatcher
+from serving.fastlane import serve_in_front
+from serving.monitor import BATCH_SIZE, RECOMMENDATIONS, DiversityMonitor, count_error
+
+logger = logging.getLogger("bgmrec.serving")
 
 _current_service = bentoml.get_current_service  # resolved once: bentoml's module __getattr__ imports per call
 # The BentoML model packaged in a built Bento: a build argument stored in the Bento (`bgmrec build-bento` sets it),
 # or BGMREC_BENTO_MODEL. Empty when serving straight from a registry.
 PACKAGED_MODEL = str(getattr(bentoml.use_arguments(), "bento_model", "") or os.environ.get("BGMREC_BENTO_MODEL", ""))
-CHECKPOINT_FILE = "model.pt"
 
 EXAMPLE_INPUT: dict[str, Any] = {
     "visual": [0.0] * 8,
@@ -69,37 +78,66 @@ EXAMPLE_INPUT: dict[str, Any] = {
 
 
 @dataclass(frozen=True)
-class ServingSettings:
-    """Knobs of the service, from the environment (the `bgmrec serve` options set them)."""
+class StartupConfig:
+    """Everything the service reads when it starts: the `serving:` settings (environment applied), where the
+    registry and the Feast repo are, and the admin token."""
 
-    registry: Path | None
+    settings: ServingSettings
+    registry: Path
     feature_repo: Path | None
-    max_k: int = 100
-    max_upload_bytes: int = 50 * 2**20
-    max_body_bytes: int = 4 * 2**20
-    monitor_window: int = 1000
-    monitor_interval: float = 1.0
-    torch_threads: int = 1
-    blas_threads: int = 1
-    ann_min_size: int = 200_000
-    max_batch: int = 64
+    admin_token: str
 
     @classmethod
-    def from_env(cls) -> ServingSettings:
+    def from_env(cls) -> StartupConfig:
         env = os.environ
+        config = load_config()  # $BGMREC_PARAMS, else the defaults
         return cls(
-            registry=Path(env["BGMREC_REGISTRY"]) if env.get("BGMREC_REGISTRY") else None,
+            settings=config.serving.with_env(env),
+            registry=Path(env.get("BGMREC_REGISTRY") or config.gate.registry),
             feature_repo=Path(env["BGMREC_FEATURE_REPO"]) if env.get("BGMREC_FEATURE_REPO") else None,
-            max_k=int(env.get("BGMREC_MAX_K", 100)),
-            max_upload_bytes=int(float(env.get("BGMREC_MAX_UPLOAD_MB", 50)) * 2**20),
-            max_body_bytes=int(float(env.get("BGMREC_MAX_BODY_MB", 4)) * 2**20),
-            monitor_window=int(env.get("BGMREC_MONITOR_WINDOW", 1000)),
-            monitor_interval=float(env.get("BGMREC_MONITOR_INTERVAL_S", 1.0)),
-            torch_threads=int(env.get("BGMREC_TORCH_THREADS", 1)),
-            blas_threads=int(env.get("BGMREC_BLAS_THREADS", 1)),
-            ann_min_size=int(env.get("BGMREC_ANN_MIN_SIZE", 200_000)),
-            max_batch=int(env.get("BGMREC_MAX_BATCH", 64)),
+            admin_token=env.get("BGMREC_ADMIN_TOKEN", ""),
         )
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.settings.max_upload_mb * 2**20)
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.settings.max_body_mb * 2**20)
+
+
+@dataclass(frozen=True)
+class ServedState:
+    """What answers requests, swapped as one reference: the model, the catalog its music encoder embedded, the
+    model's registry version, and the identity of the registry files they were read from."""
+
+    model: TorchRecommender
+    catalog: MusicCatalog
+    model_version: str
+    stamp: tuple = ()
+
+
+def registry_stamp(root: Path) -> tuple:
+    """The identity of production.json and catalog.parquet (inode, size, mtime): a writer's atomic rename or
+    rewrite changes it. Cheap enough to poll every few seconds, also on a network volume."""
+    stamp = []
+    for name in (PRODUCTION_FILE, CATALOG_FILE):
+        try:
+            st = os.stat(root / name)
+        except FileNotFoundError:
+            stamp.append(None)
+        else:
+            stamp.append((st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(stamp)
+
+
+class AdminRefused(BentoMLException):
+    """An admin call without valid credentials (401 without a token, 403 with a wrong one or none configured)."""
+
+    def __init__(self, message: str, status: HTTPStatus):
+        super().__init__(message)
+        self.error_code = status
 
 
 class PayloadTooLarge(BentoMLException):
@@ -211,7 +249,7 @@ class FeaturesEndpoint:
             return await _send_json(send, 405, b'{"detail":"Method Not Allowed"}', [(b"allow", b"POST")])
         service: BgmRecommender = _current_service()
         try:
-            body = await _read_body(receive, service.settings.max_body_bytes)
+            body = await _read_body(receive, service.startup.max_body_bytes)
             answer = await service.features_batcher.submit(service.features_query(body))
         except _ClientGone:
             return
@@ -257,15 +295,16 @@ FEATURES_ENDPOINT = FeaturesEndpoint()
 FEATURES_APP = Starlette(routes=[Route(FeaturesEndpoint.path, FEATURES_ENDPOINT, methods=["POST"])])
 
 
-ACCESS_LOG = os.environ.get("BGMREC_ACCESS_LOG", "true").lower() != "false"
+STARTUP = StartupConfig.from_env()
+ACCESS_LOG = STARTUP.settings.access_log
 
 
 @bentoml.asgi_app(FEATURES_APP, path="/", name="recommend_by_features")
 @bentoml.service(
     name="bgmrec",
     workers=1,
-    threads=int(os.environ.get("BGMREC_THREADS", 4)),
-    traffic={"timeout": float(os.environ.get("BGMREC_TIMEOUT_S", 60))},
+    threads=STARTUP.settings.threads,
+    traffic={"timeout": STARTUP.settings.timeout_s},
     # One access-log line per request (BGMREC_ACCESS_LOG=false turns it off); probes and scrapes are not logged.
     logging={"access": {"enabled": ACCESS_LOG,
                         "skip_paths": ["/metrics", "/healthz", "/livez", "/readyz"]}},
@@ -279,43 +318,45 @@ class BgmRecommender:
         import torch
         from threadpoolctl import threadpool_limits
 
-        self.settings = ServingSettings.from_env()
+        self.startup = STARTUP
+        self.settings = STARTUP.settings
         _cancel_request_timers_when_answered()
         # Parallelism comes from the request threads: a multi-threaded BLAS per request spin-waits against them
         # (a 3k-music top-K took 20 ms instead of 0.3 ms on 2 busy cores with OpenBLAS's 2 threads).
         torch.set_num_threads(self.settings.torch_threads)
         threadpool_limits(self.settings.blas_threads, user_api="blas")
-        if self.bento_model is not None:
-            stored = Path(self.bento_model.path)
+        self.registry = ModelRegistry(STARTUP.registry)
+        self._stop = threading.Event()
+        self._follower: threading.Thread | None = None
+        self._unservable: tuple | None = None
+        if self.settings.model_source == "bento":
+            if self.bento_model is None:
+                raise RuntimeError("serving.model_source is 'bento' but this Bento packages no model: build it with "
+                                   "`bgmrec build-bento`, or serve the registry (model_source: registry)")
             from bgmrec.models import load_model
 
-            self.model: TorchRecommender = load_model(stored / CHECKPOINT_FILE)
-            self.catalog_path = stored / CATALOG_FILE
-            self.model_version = str(self.bento_model.info.metadata.get("registry_version", self.bento_model.tag))
+            stored = Path(self.bento_model.path)
+            version = str(self.bento_model.info.metadata.get("registry_version", self.bento_model.tag))
+            self.state = ServedState(load_model(stored / CHECKPOINT_FILE),
+                                     self._indexed(load_catalog(stored / CATALOG_FILE)), version)
         else:
-            from bgmrec.registry import ModelRegistry
-
-            if self.settings.registry is None:
-                raise RuntimeError("set BGMREC_REGISTRY (or `bgmrec serve --registry DIR`) to the model registry")
-            registry = ModelRegistry(self.settings.registry)
-            record = registry.production()
-            if record is None:
-                raise RuntimeError(f"no production model in {registry.root}; run the gate step first")
-            self.model = registry.load_production()
-            self.catalog_path = registry.root / CATALOG_FILE
-            self.model_version = str(record["version"])
-        self.catalog: MusicCatalog = self._indexed(load_catalog(self.catalog_path))
+            self.state = self._load_registry(registry_stamp(self.registry.root), None)
         self._refresh_lock = threading.Lock()
         self.features_batcher: MicroBatcher[VideoQuery, dict[str, Any]] = MicroBatcher(
             self._answer, self.settings.max_batch, on_batch=BATCH_SIZE.observe
         )
-        self.monitor = DiversityMonitor(self.catalog, self.settings.monitor_window, self.settings.monitor_interval)
+        self.monitor = DiversityMonitor(self.catalog, self.settings.monitor_window,
+                                      self.settings.monitor_interval_s)
         self.monitor.start()
+        if self.settings.model_source == "registry" and self.settings.registry_poll_s > 0:
+            self._follower = threading.Thread(target=self._follow_registry, name="bgmrec-registry-follower",
+                                              daemon=True)
+            self._follower.start()
         self._feature_store: Any = None
-        if self.settings.feature_repo is not None:
+        if STARTUP.feature_repo is not None:
             from bgmrec import feature_store
 
-            self._feature_store = feature_store.open_store(self.settings.feature_repo)
+            self._feature_store = feature_store.open_store(STARTUP.feature_repo)
         # Everything loaded so far (modules, model, catalog, Feast) lives as long as the process: take it out of
         # the cyclic garbage collector's scans. A full collection over it took ~200 ms with the GIL held, which
         # was the request latency tail (p99 ~300 ms under 32 clients). Reference counting still frees garbage.
@@ -325,8 +366,95 @@ class BgmRecommender:
     def shutdown(self) -> None:
         """Stop the monitor thread and hand the frozen start-up objects back to the collector (so interpreter exit,
         e.g. after in-process tests, frees them as usual)."""
+        self._stop.set()
         self.monitor.stop()
         gc.unfreeze()
+
+    # -- the served state and the registry it follows -----------------------------------------------------
+
+    @property
+    def model(self) -> TorchRecommender:
+        return self.state.model
+
+    @property
+    def catalog(self) -> MusicCatalog:
+        return self.state.catalog
+
+    @property
+    def model_version(self) -> str:
+        return self.state.model_version
+
+    def _load_registry(self, stamp: tuple, current: ServedState | None) -> ServedState:
+        """The registry's production model and catalog, loaded aside (the model is reused when its version did
+        not change). Raises when they cannot be served together: no production model, a catalog that is
+        missing or empty, or one embedded by another model than production's."""
+        root = self.registry.root
+        record = self.registry.production()
+        if record is None:
+            raise FileNotFoundError(f"{root}: no {PRODUCTION_FILE}; promote a model (bgmrec gate) first")
+        version = str(record["version"])
+        if current is not None and current.model_version == version:
+            model = current.model
+        else:
+            model = self.registry.load_production()
+        catalog = load_catalog(root / CATALOG_FILE)
+        if len(catalog) == 0:
+            raise CatalogError(f"{root / CATALOG_FILE}: the catalog is empty")
+        if catalog.model_version and catalog.model_version != version:
+            raise CatalogError(f"{root / CATALOG_FILE} was embedded by model {catalog.model_version}, production is "
+                               f"{version}: waiting for `bgmrec build-catalog`")
+        if current is not None and current.model_version == version and catalog.dim != current.catalog.dim:
+            raise CatalogError(f"{root / CATALOG_FILE}: embeddings have {catalog.dim} dims, the model embeds in "
+                               f"{current.catalog.dim}")
+        return ServedState(model, self._indexed(catalog), version, stamp)
+
+    def sync_with_registry(self) -> bool:
+        """Swap in the registry's production model and catalog if they changed since they were read; returns
+        whether the served state changed. On a registry that cannot be served the current state keeps serving
+        (one warning per change of the files)."""
+        stamp = registry_stamp(self.registry.root)
+        if stamp == self.state.stamp or stamp == self._unservable:
+            return False
+        with self._refresh_lock:
+            current = self.state
+            if stamp == current.stamp:
+                return False
+            try:
+                fresh = self._load_registry(stamp, current)
+            except Exception as exc:  # noqa: BLE001 - whatever is wrong with the files, keep serving
+                self._unservable = stamp
+                logger.warning("registry %s not swapped in, still serving model %s, catalog version %s: %s",
+                               self.registry.root, current.model_version, current.catalog.version, exc)
+                return False
+            self.state = fresh
+            self.monitor.set_catalog(fresh.catalog, appended=False)
+        logger.info("serving model %s, catalog version %s (%d music) from %s", fresh.model_version,
+                    fresh.catalog.version, len(fresh.catalog), self.registry.root)
+        return True
+
+    def _follow_registry(self) -> None:
+        while not self._stop.wait(self.settings.registry_poll_s):
+            try:
+                self.sync_with_registry()
+            except Exception:  # noqa: BLE001 - the follower must outlive any one bad poll
+                logger.exception("registry poll failed")
+
+    def _check_admin(self, ctx: bentoml.Context, endpoint: str) -> None:
+        """Admin routes need `Authorization: Bearer <token>` with the token in $BGMREC_ADMIN_TOKEN."""
+        expected = self.startup.admin_token
+        if not expected:
+            count_error(endpoint, "admin_disabled")
+            raise AdminRefused("admin routes are disabled on this server: set BGMREC_ADMIN_TOKEN to enable them",
+                               HTTPStatus.FORBIDDEN)
+        header = ctx.request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            count_error(endpoint, "unauthenticated")
+            raise AdminRefused("admin route: send the admin token as `Authorization: Bearer <token>`",
+                               HTTPStatus.UNAUTHORIZED)
+        if not hmac.compare_digest(token.strip().encode(), expected.encode()):
+            count_error(endpoint, "forbidden")
+            raise AdminRefused("admin route: the token is not valid", HTTPStatus.FORBIDDEN)
 
     # -- shared request path -------------------------------------------------------------------------------
 
@@ -365,16 +493,17 @@ class BgmRecommender:
         product (`MusicCatalog.top_k_many`); a query whose ranking fails gets its exception in its place, so it
         fails alone rather than with its whole batch.
         """
-        catalog = self.catalog  # one reference for the whole batch: a refresh never changes it mid-way
+        state = self.state  # one reference for the whole batch: a swap never changes model or catalog mid-way
+        catalog, model = state.catalog, state.model
         visual = np.stack([q.visual for q in queries])
         has_text = np.asarray([q.text is not None for q in queries])
         text = None
         if has_text.any():
-            text = np.zeros((len(queries), self.model.dims["text"]), np.float32)
+            text = np.zeros((len(queries), model.dims["text"]), np.float32)
             for row, q in enumerate(queries):
                 if q.text is not None:
                     text[row] = q.text
-        embedded = self.model.embed_videos(visual, text, None if text is None else has_text)
+        embedded = model.embed_videos(visual, text, None if text is None else has_text)
         rankings = catalog.top_k_many(embedded, [q.k for q in queries], [q.exclude for q in queries],
                                       [q.mmr_lambda for q in queries], [q.popularity_debias for q in queries])
         answers: list[dict[str, Any] | Exception] = []
@@ -391,7 +520,7 @@ class BgmRecommender:
                 ],
                 "k": q.k,
                 "catalog_version": catalog.version,
-                "model_version": self.model_version,
+                "model_version": state.model_version,
             })
         return answers
 
@@ -469,11 +598,11 @@ class BgmRecommender:
         size = video.stat().st_size
         if size == 0:
             raise self._reject(endpoint, "empty_upload", "video upload is empty (0 bytes)")
-        if size > self.settings.max_upload_bytes:
+        if size > self.startup.max_upload_bytes:
             raise self._reject(
                 endpoint,
                 "upload_too_large",
-                f"video upload has {size} bytes, over the limit of {self.settings.max_upload_bytes} bytes",
+                f"video upload has {size} bytes, over the limit of {self.startup.max_upload_bytes} bytes",
                 PayloadTooLarge,
             )
         visual, text = self._embed_upload(endpoint, video, description)
@@ -482,7 +611,8 @@ class BgmRecommender:
     @bentoml.api(route="/catalog")
     def catalog_info(self, offset: int = 0, limit: int = 100) -> dict[str, Any]:
         """Catalog size, version, embedding dim, new-music count and one page of (music_id, title, is_new)."""
-        catalog = self.catalog
+        state = self.state
+        catalog = state.catalog
         if offset < 0 or not 0 <= limit <= 1000:
             raise self._reject(
                 "catalog_info", "option_out_of_range",
@@ -494,7 +624,7 @@ class BgmRecommender:
             "version": catalog.version,
             "dim": catalog.dim,
             "new_music": int(catalog.is_new.sum()),
-            "model_version": self.model_version,
+            "model_version": state.model_version,
             "items": [
                 {"music_id": str(catalog.ids[i]), "title": str(catalog.titles[i]), "is_new": bool(catalog.is_new[i])}
                 for i in rows
@@ -502,35 +632,40 @@ class BgmRecommender:
         }
 
     @bentoml.api
-    def refresh_catalog(self, music: list[NewMusic] | None = None, reload: bool = False) -> dict[str, Any]:
-        """Add new music (embedded by the production music encoder) or reload the registry's catalog file.
+    def refresh_catalog(
+        self, ctx: bentoml.Context, music: list[NewMusic] | None = None, reload: bool = False
+    ) -> dict[str, Any]:
+        """Admin: reload the registry now (production model and catalog, as the follower does every few seconds),
+        or add new music (embedded by the production music encoder) to this replica's catalog in memory.
 
-        The new catalog is built aside and swapped in with one reference assignment: requests in flight finish
-        on the catalog they started with, and no request waits for the refresh.
+        The new state is built aside and swapped in with one reference assignment: requests in flight finish
+        on the state they started with, and no request waits for the refresh.
         """
         endpoint = "refresh_catalog"
+        self._check_admin(ctx, endpoint)
         if not music and not reload:
             raise self._reject(endpoint, "empty_refresh", "refresh_catalog needs new `music` items or reload=true")
-        with self._refresh_lock:  # refreshes are serialised; requests are not blocked
-            current = self.catalog
-            if reload:
+        if reload:
+            if self.settings.model_source != "registry":
+                raise self._reject(endpoint, "pinned", "this server serves the model packaged in its Bento "
+                                   "(serving.model_source: bento): there is no registry to reload", _Unavailable)
+            with self._refresh_lock:
+                current = self.state
                 try:
-                    fresh = load_catalog(self.catalog_path)
-                except CatalogError as exc:
+                    fresh = self._load_registry(registry_stamp(self.registry.root), current)
+                except (CatalogError, FileNotFoundError, ValueError) as exc:
                     raise self._reject(endpoint, "catalog_file", str(exc), NotFound) from exc
-                if fresh.dim != current.dim:
-                    raise self._reject(
-                        endpoint, "catalog_file",
-                        f"{self.catalog_path}: embeddings have {fresh.dim} dims, the model embeds in {current.dim}",
-                    )
-                fresh = self._indexed(_with_version(fresh, current.version + 1))
-                appended = False
-            else:
-                fresh = self._added(endpoint, current, music or [])
-                appended = True
-            self.catalog = fresh
-            self.monitor.set_catalog(fresh, appended=appended)
-        return {"size": len(fresh), "version": fresh.version, "added": len(fresh) - len(current) if appended else None}
+                self.state = fresh
+                self.monitor.set_catalog(fresh.catalog, appended=False)
+            return {"size": len(fresh.catalog), "version": fresh.catalog.version, "added": None,
+                    "model_version": fresh.model_version}
+        with self._refresh_lock:  # refreshes are serialised; requests are not blocked
+            current = self.state
+            catalog = self._added(endpoint, current, music or [])
+            self.state = replace(current, catalog=catalog)
+            self.monitor.set_catalog(catalog, appended=True)
+        return {"size": len(catalog), "version": catalog.version, "added": len(catalog) - len(current.catalog),
+                "model_version": current.model_version}
 
     # -- helpers -------------------------------------------------------------------------------------------
 
@@ -538,8 +673,8 @@ class BgmRecommender:
         """Large catalogs get the coarse index (exact search reads the whole matrix per query)."""
         return catalog.with_index() if len(catalog) >= self.settings.ann_min_size else catalog
 
-    def _added(self, endpoint: str, current: MusicCatalog, music: list[NewMusic]) -> MusicCatalog:
-        dims = self.model.dims
+    def _added(self, endpoint: str, current: ServedState, music: list[NewMusic]) -> MusicCatalog:
+        dims = current.model.dims
         try:
             audio = np.stack([_vector(f"music {m.music_id}: audio_embedding", m.audio_embedding,
                                       dims["audio_embedding"]) for m in music])
@@ -549,8 +684,8 @@ class BgmRecommender:
             raise
         ids = [m.music_id for m in music]
         try:
-            embeddings = self.model.embed_music(audio, lld, np.asarray(ids, dtype=object))
-            return current.add(
+            embeddings = current.model.embed_music(audio, lld, np.asarray(ids, dtype=object))
+            return current.catalog.add(
                 ids, embeddings, [m.title for m in music], np.asarray([m.popularity for m in music], dtype=np.float64)
             )
         except CatalogError as exc:
@@ -647,9 +782,6 @@ class _Unavailable(BentoMLException):
     error_code = HTTPStatus.CONFLICT
 
 
-def _with_version(catalog: MusicCatalog, version: int) -> MusicCatalog:
-    return MusicCatalog(catalog.ids, catalog.titles, catalog.embeddings, catalog.popularity, catalog.is_new, version)
-
-
-# /recommend_by_features in front of BentoML's middleware stack (fastlane.py; BGMREC_FAST_LANE=false turns it off).
-FAST_LANE = serve_in_front(BgmRecommender, {FeaturesEndpoint.path: FEATURES_ENDPOINT}, access_log=ACCESS_LOG)
+# /recommend_by_features in front of BentoML's middleware stack (fastlane.py; `serving.fast_lane: false` turns it off).
+FAST_LANE = serve_in_front(BgmRecommender, {FeaturesEndpoint.path: FEATURES_ENDPOINT}, access_log=ACCESS_LOG,
+                           enabled=STARTUP.settings.fast_lane)

@@ -1,5 +1,5 @@
-"""The Kubeflow pipelines: compiled IR in sync, cluster settings in the compiled spec, both pipelines end to end
-through kfp.local on tiny data, and `bgmrec trigger`."""
+"""The Kubeflow pipelines: cluster settings in the compiled spec, no run-time pip installs, both pipelines end to
+end through kfp.local on tiny data, and `bgmrec trigger`."""
 
 from __future__ import annotations
 
@@ -18,8 +18,11 @@ from components.conftest import (  # noqa: F401 - fixtures shared with the compo
     music_world,
     new_music_batch,
 )
-from pipelines.compile import COMPILED_DIR, NEW_MUSIC_BATCH_FILE, TRAINING_FILE, compile_pipelines
-from pipelines.settings import IMAGE_ENV, PROJECT_ROOT, load_settings, read_params
+from bgmrec.config import IMAGE_ENV, load_config
+from pipelines.compile import NEW_MUSIC_BATCH_FILE, TRAINING_FILE, compile_pipelines
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CONFIG = load_config(PROJECT_ROOT / "params.yaml")
 
 
 def _documents(path: Path) -> list[dict]:
@@ -32,7 +35,7 @@ def compiled(tmp_path_factory) -> dict[str, list[dict]]:
     out = tmp_path_factory.mktemp("compiled")
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv(IMAGE_ENV, raising=False)
-        paths = compile_pipelines(out)
+        paths = compile_pipelines(out, CONFIG)
     return {path.name: _documents(path) for path in paths}
 
 
@@ -43,26 +46,44 @@ def _executor(ir: dict, task: str) -> dict:
 
 
 @pytest.mark.unit
-def test_committed_yaml_is_in_sync(compiled):
+def test_every_task_runs_in_the_configured_image_without_installing_packages(compiled):
+    """The image already holds kfp and bgmrec: a cluster without PyPI access runs every task."""
     for name in (TRAINING_FILE, NEW_MUSIC_BATCH_FILE):
-        committed = COMPILED_DIR / name
-        assert committed.exists(), f"{committed} missing: run `bgmrec compile-pipelines`"
-        in_sync = _documents(committed) == compiled[name]  # compared outside assert: pytest would print both YAMLs
-        assert in_sync, f"{committed} is stale: run `bgmrec compile-pipelines`"
+        executors = compiled[name][0]["deploymentSpec"]["executors"]
+        assert executors
+        for executor in executors.values():
+            container = executor["container"]
+            assert container["image"] == CONFIG.kubeflow.base_image
+            script = " ".join(container["command"] + container.get("args", []))
+            assert "pip install" not in script, f"{name}: a task installs packages at run time: {script[:300]}"
+
+
+@pytest.mark.unit
+def test_compile_pipelines_writes_where_asked_from_any_directory(tmp_path, monkeypatch):
+    from bgmrec.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(IMAGE_ENV, "registry.example/bgmrec-pipeline:1.2.3")
+    result = CliRunner().invoke(app, ["compile-pipelines", "--out", "compiled"])
+    assert result.exit_code == 0, result.output
+    ir = _documents(tmp_path / "compiled" / NEW_MUSIC_BATCH_FILE)[0]
+    images = {e["container"]["image"] for e in ir["deploymentSpec"]["executors"].values()}
+    assert images == {"registry.example/bgmrec-pipeline:1.2.3"}
+    assert (tmp_path / "compiled" / TRAINING_FILE).exists()
 
 
 @pytest.mark.unit
 def test_training_tasks_run_on_gpu_nodes_with_limits_and_retries(compiled):
     ir, platform = compiled[TRAINING_FILE]
-    training = load_settings().training
+    training = CONFIG.kubeflow.training
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     tasks = {task: spec["taskInfo"]["name"] for task, spec in ir["root"]["dag"]["tasks"].items()}
     train_tasks = sorted(task for task, name in tasks.items() if name.startswith("train "))
-    expected = {f"train {model} ({split})" for model in read_params()["models"] for split in ("weak", "strong")}
+    expected = {f"train {model} ({split})" for model in CONFIG.models for split in ("weak", "strong")}
     assert {tasks[task] for task in train_tasks} == expected
     for task in train_tasks:
         container = _executor(ir, task)["container"]
-        assert container["image"] == read_params()["kubeflow"]["base_image"]
+        assert container["image"] == CONFIG.kubeflow.base_image
         resources = container["resources"]
         assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
         assert resources["accelerator"]["resourceCount"] == "1"
@@ -87,16 +108,15 @@ def test_cpu_tasks_have_no_accelerator_and_the_gate_is_never_cached(compiled):
     assert tasks["gate-model"]["cachingOptions"] == {}
     assert "extract-shards" in {spec["taskInfo"]["name"] for spec in tasks.values()}
     loop = next(spec for spec in tasks.values() if spec["taskInfo"]["name"] == "extract-shards")
-    assert json.loads(loop["parameterIterator"]["items"]["raw"]) == list(range(load_settings().extract_shards))
+    assert json.loads(loop["parameterIterator"]["items"]["raw"]) == list(range(CONFIG.kubeflow.extract_shards))
 
 
 @pytest.mark.unit
 def test_thresholds_and_tolerance_are_pipeline_parameters_from_params(compiled):
     ir, _ = compiled[TRAINING_FILE]
     inputs = ir["root"]["inputDefinitions"]["parameters"]
-    gate = read_params()["gate"]
-    assert inputs["recall_thresholds"]["defaultValue"] == gate["thresholds"]
-    assert inputs["tolerance"]["defaultValue"] == gate["tolerance"]
+    assert inputs["recall_thresholds"]["defaultValue"] == CONFIG.gate.thresholds
+    assert inputs["tolerance"]["defaultValue"] == CONFIG.gate.tolerance
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +140,7 @@ def test_training_pipeline_gate_promotes_then_refuses(local_runner, training_par
 
     simulate("tiny", seed=0, out=tmp_path / "data")
     registry = tmp_path / "registry"
-    pipeline = build_training_pipeline(read_params(training_params))
+    pipeline = build_training_pipeline(load_config(training_params))
     arguments = {"dataset_dir": str(tmp_path / "data"), "registry_dir": str(registry), "feature_repo": "",
                  "params_path": str(training_params), "tolerance": 0.02}
 

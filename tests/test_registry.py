@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
+from bgmrec.config import parse_config
 from bgmrec.registry import ModelRegistry, flatten_metrics, gate
 from bgmrec.steps import gate_step
 
@@ -81,9 +84,23 @@ def test_load_production_returns_the_promoted_model(tiny_dataset, tmp_path):
 
     from bgmrec.steps import train_step
 
-    trained = train_step(tiny_dataset, "weak", "vmcml", {"epochs": 1, "progress": False}, tmp_path / "run")
+    config = parse_config({"models": {"vmcml": {"epochs": 1, "progress": False}}, "gate": {"model": "vmcml"}})
+    trained = train_step(tiny_dataset, "weak", "vmcml", config, tmp_path / "run")
     registry = ModelRegistry(tmp_path / "registry")
     registry.promote(registry.register(trained["checkpoint"], METRICS, "vmcml"))
     model = registry.load_production()
     x = np.ones((2, model.dims["visual"]), np.float32)
     assert model.embed_videos(x).shape[0] == 2
+
+    # Relocatable: every path the registry records is relative to its root, so a copy (a backup restored, the
+    # volume mounted at /data in a pod) serves and gates as before, with the original gone.
+    record = json.loads((registry.root / "production.json").read_text())
+    assert not Path(record["checkpoint"]).is_absolute()
+    moved = ModelRegistry(shutil.move(str(registry.root), tmp_path / "elsewhere" / "registry"))
+    again = moved.load_production()
+    assert np.allclose(again.embed_videos(x), model.embed_videos(x))
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps(METRICS))
+    decision = gate_step(metrics, moved.root, {"weak.recall@10": 0.1}, 0.0, "vmcml", trained["checkpoint"])
+    assert decision["passed"] and decision["version"] == "v0002-vmcml"
+    assert moved.production()["checkpoint"] == "versions/v0002-vmcml/model.pt"

@@ -2,16 +2,17 @@
 
 from kfp import dsl
 
-from pipelines.settings import pipeline_image
+from components import PIPELINE_IMAGE
 
 
-@dsl.component(base_image=pipeline_image())
+@dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
 def assemble_features(dataset_dir: str, params_path: str, shard_failures: list[int]) -> str:
     """music_features.parquet / video_features.parquet from the shards' cache (audio_lld's PCA fitted on the
     whole catalog); fails the run when any item failed. Returns the dataset dir."""
-    from bgmrec.steps import assemble_features_step, read_params
+    from bgmrec.config import load_config
+    from bgmrec.steps import assemble_features_step
 
     print(f"shards reported {sum(shard_failures)} failure(s)")
-    result = assemble_features_step(dataset_dir, read_params(params_path).get("extract"))
+    result = assemble_features_step(dataset_dir, load_config(params_path).extract)
     print(result.get("skipped") or f"extracted: {result['counts']}")
     return dataset_dir

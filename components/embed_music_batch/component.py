@@ -3,10 +3,10 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Output
 
-from pipelines.settings import pipeline_image
+from components import PIPELINE_IMAGE
 
 
-@dsl.component(base_image=pipeline_image())
+@dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
 def embed_music_batch(features: Input[Dataset], registry_dir: str, embeddings: Output[Dataset]) -> str:
     """New music becomes recommendable without retraining (the papers' unseen music); returns the model
     version whose encoder made the embeddings."""

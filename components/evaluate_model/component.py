@@ -3,10 +3,10 @@
 from kfp import dsl
 from kfp.dsl import Input, Metrics, Model, Output
 
-from pipelines.settings import pipeline_image
+from components import PIPELINE_IMAGE
 
 
-@dsl.component(base_image=pipeline_image())
+@dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
 def evaluate_model(
     dataset_dir: str, weak_model: Input[Model], strong_model: Input[Model], params_path: str,
     metrics: Output[Metrics],
@@ -16,11 +16,12 @@ def evaluate_model(
     value for the Kubeflow UI."""
     from pathlib import Path
 
-    from bgmrec.registry import flatten_metrics
-    from bgmrec.steps import evaluate_step, read_params
+    from bgmrec.config import load_config
+    from bgmrec.registry import CHECKPOINT_FILE, flatten_metrics
+    from bgmrec.steps import evaluate_step
 
-    seed = int(read_params(params_path).get("data", {}).get("seed", 0))
-    checkpoints = {"weak": Path(weak_model.path) / "model.pt", "strong": Path(strong_model.path) / "model.pt"}
+    seed = load_config(params_path).data.seed
+    checkpoints = {"weak": Path(weak_model.path) / CHECKPOINT_FILE, "strong": Path(strong_model.path) / CHECKPOINT_FILE}
     result = evaluate_step(dataset_dir, checkpoints, metrics.path, seed=seed)
     for name, value in flatten_metrics(result["metrics"]).items():
         metrics.log_metric(name, value)

@@ -5,10 +5,10 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Input, Metrics
 
-from pipelines.settings import pipeline_image
+from components import PIPELINE_IMAGE
 
 
-@dsl.component(base_image=pipeline_image())
+@dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
 def gate_model(
     metrics: Input[Metrics], registry_dir: str, thresholds: dict, tolerance: float, model_name: str
 ) -> NamedTuple("GateVerdict", [("passed", bool), ("report", str)]):

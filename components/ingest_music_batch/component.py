@@ -5,10 +5,10 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Dataset, Output
 
-from pipelines.settings import pipeline_image
+from components import PIPELINE_IMAGE
 
 
-@dsl.component(base_image=pipeline_image())
+@dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
 def ingest_music_batch(
     batch_dir: str, registry_dir: str, params_path: str, batch: Output[Dataset]
 ) -> NamedTuple("IngestResult", [("passed", bool), ("accepted", int), ("has_videos", bool), ("summary", str)]):
@@ -16,9 +16,10 @@ def ingest_music_batch(
     the accepted part may go on under params `batch:`. `batch` holds music.parquet and batch_report.json."""
     from collections import namedtuple
 
-    from bgmrec.steps import ingest_music_batch_step, read_params
+    from bgmrec.config import load_config
+    from bgmrec.steps import ingest_music_batch_step
 
-    result = ingest_music_batch_step(batch_dir, registry_dir, batch.path, read_params(params_path))
+    result = ingest_music_batch_step(batch_dir, registry_dir, batch.path, load_config(params_path))
     print(result["summary"])
     batch.metadata.update({k: result[k] for k in ("passed", "accepted", "rejected", "has_videos")})
     outputs = namedtuple("IngestResult", ["passed", "accepted", "has_videos", "summary"])

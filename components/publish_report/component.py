@@ -3,10 +3,10 @@
 from kfp import dsl
 from kfp.dsl import Markdown, Output
 
-from pipelines.settings import pipeline_image
+from components import PIPELINE_IMAGE
 
 
-@dsl.component(base_image=pipeline_image())
+@dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
 def publish_report(title: str, text: str, report: Output[Markdown]) -> str:
     """Shown in the Kubeflow UI as the run's report; returns `title: text` as the pipeline's result."""
     from pathlib import Path

@@ -3,10 +3,10 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input
 
-from pipelines.settings import pipeline_image
+from components import PIPELINE_IMAGE
 
 
-@dsl.component(base_image=pipeline_image())
+@dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
 def push_music_batch(features: Input[Dataset], feature_repo: str) -> int:
     """Online and offline at once, so serving and the next training run both see the new music. An empty
     feature_repo means no Feast (the embedded quick path); returns how many rows were pushed."""

@@ -3,10 +3,10 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input
 
-from pipelines.settings import pipeline_image
+from components import PIPELINE_IMAGE
 
 
-@dsl.component(base_image=pipeline_image())
+@dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
 def refresh_catalog(batch: Input[Dataset], embeddings: Input[Dataset], registry_dir: str) -> str:
     """REGISTRY/catalog.parquet gains the batch (flagged new); servers pick up the new file. Returns a one-line
     summary."""

@@ -3,10 +3,10 @@
 from kfp import dsl
 from kfp.dsl import Input, Metrics, Model
 
-from pipelines.settings import pipeline_image
+from components import PIPELINE_IMAGE
 
 
-@dsl.component(base_image=pipeline_image())
+@dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
 def register_model(model: Input[Model], metrics: Input[Metrics], registry_dir: str, model_name: str) -> str:
     """Only reached when the gate passed. Returns a one-line summary naming the new production version."""
     from pathlib import Path

@@ -3,20 +3,19 @@
 from kfp import dsl
 from kfp.dsl import Model, Output
 
-from pipelines.settings import pipeline_image
+from components import PIPELINE_IMAGE
 
 
-@dsl.component(base_image=pipeline_image())
+@dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
 def train_model(
     dataset_dir: str, model_name: str, split_kind: str, feature_repo: str, params_path: str, model: Output[Model]
 ) -> int:
     """`model` holds model.pt, train.json and the training curves. Vectors come from Feast when feature_repo
     is set, else from the dataset files. Returns the epoch whose weights were kept (early stopping)."""
-    from bgmrec.steps import read_params, train_step
+    from bgmrec.config import load_config
+    from bgmrec.steps import train_step
 
-    params = read_params(params_path)
-    seed = int(params.get("data", {}).get("seed", 0))
-    result = train_step(dataset_dir, split_kind, model_name, params.get("models", {}).get(model_name), model.path,
-                        feature_repo=feature_repo or None, seed=seed)
+    result = train_step(dataset_dir, split_kind, model_name, load_config(params_path), model.path,
+                        feature_repo=feature_repo or None)
     model.metadata.update({"model_name": model_name, "split": split_kind, "features_from": result["features_from"]})
     return int(result["best_epoch"])

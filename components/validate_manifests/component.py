@@ -3,16 +3,17 @@
 from kfp import dsl
 from kfp.dsl import HTML, Output
 
-from pipelines.settings import pipeline_image
+from components import PIPELINE_IMAGE
 
 
-@dsl.component(base_image=pipeline_image())
+@dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
 def validate_manifests(dataset_dir: str, params_path: str, report: Output[HTML]) -> str:
     """Fails the run (naming the offending rows) when music.parquet / videos.parquet break the rules, so no
     later task runs; `report` holds the text summary and the Data Docs. Returns the dataset dir."""
-    from bgmrec.steps import read_params, validate_manifests_step
+    from bgmrec.config import load_config
+    from bgmrec.steps import validate_manifests_step
 
-    validation = read_params(params_path).get("validation", {})
-    result = validate_manifests_step(dataset_dir, report.path, validation.get("max_description_chars"))
+    validation = load_config(params_path).validation
+    result = validate_manifests_step(dataset_dir, report.path, validation.max_description_chars)
     report.metadata.update({"tables": result["tables"]})
     return dataset_dir

@@ -34,7 +34,7 @@ def test_embeddings_of_another_model_are_refused(extracted_batch, batch_embeddin
 
     registry = ModelRegistry(registry_copy)
     current = registry.production()
-    shutil.copy(current["checkpoint"], tmp_path / "other.pt")
+    shutil.copy(registry_copy / current["checkpoint"], tmp_path / "other.pt")
     registry.promote(registry.register(Path(tmp_path / "other.pt"), current["metrics"], current["model_name"]))
     with pytest.raises(ValueError, match="re-run the embed step"):
         refresh_catalog.python_func(extracted_batch["features"], batch_embeddings, str(registry_copy))
