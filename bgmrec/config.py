@@ -152,7 +152,7 @@ class ServingSettings(_Section):
     max_upload_mb: float = Field(50.0, gt=0, allow_inf_nan=False)
     max_body_mb: float = Field(4.0, gt=0, allow_inf_nan=False)
     monitor_window: int = Field(1000, ge=1)
-    monitor_interval_s: float = Field(1.0, gt=0, allow_inf_nan=False)
+    monitor_interval_s: float = Field(1.0, ge=0, allow_inf_nan=False)
     torch_threads: int = Field(1, ge=1)
     blas_threads: int = Field(1, ge=1)
     ann_min_size: int = Field(200_000, ge=1)

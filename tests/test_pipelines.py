@@ -11,6 +11,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from bgmrec.config import IMAGE_ENV, load_config
 from components.conftest import (  # noqa: F401 - fixtures shared with the component tests
     fast_params_path,
     local_pipeline_root,
@@ -18,7 +19,6 @@ from components.conftest import (  # noqa: F401 - fixtures shared with the compo
     music_world,
     new_music_batch,
 )
-from bgmrec.config import IMAGE_ENV, load_config
 from pipelines.compile import NEW_MUSIC_BATCH_FILE, TRAINING_FILE, compile_pipelines
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVING_DIR = ROOT / "serving"
 MAX_UPLOAD_MB = 0.1
+ADMIN_TOKEN = "test-admin-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @pytest.fixture(scope="session")
@@ -91,7 +92,13 @@ def clip(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def client(served, server_process):
+def client_registry(served, tmp_path_factory) -> Path:
+    """The in-process service's own copy of the registry (tests change its files to see them followed)."""
+    return Path(shutil.copytree(served["registry"], tmp_path_factory.mktemp("client") / "registry"))
+
+
+@pytest.fixture(scope="module")
+def client(served, client_registry, server_process):
     """An in-process HTTP client of the service (starlette TestClient over Svc.to_asgi()).
 
     Requests `server_process` only so that the `bgmrec serve` subprocess warms up while these tests run.
@@ -100,7 +107,9 @@ def client(served, server_process):
     from starlette.testclient import TestClient
 
     env = {
-        "BGMREC_REGISTRY": str(served["registry"]),
+        "BGMREC_REGISTRY": str(client_registry),
+        "BGMREC_ADMIN_TOKEN": ADMIN_TOKEN,
+        "BGMREC_REGISTRY_POLL_S": "0.2",
         "BGMREC_FEATURE_REPO": str(served["feast"]),
         "BGMREC_MONITOR_INTERVAL_S": "0",
         "BGMREC_MAX_UPLOAD_MB": str(MAX_UPLOAD_MB),
@@ -108,7 +117,7 @@ def client(served, server_process):
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
     try:
-        svc = bentoml.load("service:BgmRecommender", working_dir=str(SERVING_DIR))
+        svc = bentoml.load("serving.service:BgmRecommender", working_dir=str(ROOT))
         with TestClient(svc.to_asgi()) as test_client:
             yield test_client
     finally:
@@ -287,21 +296,75 @@ def test_refresh_adds_new_music_that_is_recommendable(client, served, videos):
     # A new clip with the features of the current best match must rank beside it.
     new = {"music_id": "new-clip", "title": "New clip", "audio_embedding": mv.audio_embedding[row].tolist(),
            "audio_lld": mv.audio_lld[row].tolist()}
-    r = client.post("/refresh_catalog", json={"music": [new]})
+    r = client.post("/refresh_catalog", headers=ADMIN, json={"music": [new]})
     assert r.status_code == 200, r.text
     assert r.json()["size"] == before["size"] + 1 and r.json()["version"] == before["version"] + 1
     ranked = client.post("/recommend_by_features", json={"visual": videos["visual"], "k": 2}).json()
     assert "new-clip" in [item["music_id"] for item in ranked["items"]]
     assert ranked["catalog_version"] == before["version"] + 1
 
-    again = client.post("/refresh_catalog", json={"music": [new]})
+    again = client.post("/refresh_catalog", headers=ADMIN, json={"music": [new]})
     assert again.status_code == 400 and "new-clip is already in the catalog" in _error(again)
-    short = client.post("/refresh_catalog", json={"music": [{**new, "music_id": "x", "audio_lld": [1.0]}]})
+    short = client.post("/refresh_catalog", headers=ADMIN,
+                        json={"music": [{**new, "music_id": "x", "audio_lld": [1.0]}]})
     assert short.status_code == 400 and "audio_lld has 1 values" in _error(short)
-    assert client.post("/refresh_catalog", json={}).status_code == 400
+    assert client.post("/refresh_catalog", headers=ADMIN, json={}).status_code == 400
 
-    reloaded = client.post("/refresh_catalog", json={"reload": True})
+    reloaded = client.post("/refresh_catalog", headers=ADMIN, json={"reload": True})
     assert reloaded.status_code == 200 and reloaded.json()["size"] == before["size"]
+
+
+@pytest.mark.integration
+def test_admin_routes_need_the_token_and_probes_stay_open(client):
+    anonymous = client.post("/refresh_catalog", json={"reload": True})
+    assert anonymous.status_code == 401  # BentoML words every 401/403 body "Authorization error" itself
+    wrong = client.post("/refresh_catalog", headers={"Authorization": "Bearer guess"}, json={"reload": True})
+    assert wrong.status_code == 403
+    basic = client.post("/refresh_catalog", headers={"Authorization": "Basic eDp5"}, json={"reload": True})
+    assert basic.status_code == 401
+    for probe in ("/readyz", "/livez", "/healthz", "/metrics"):
+        assert client.get(probe).status_code == 200, probe
+
+
+def _wait_for(check, seconds: float = 10.0):
+    deadline = time.monotonic() + seconds
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.1)
+
+
+@pytest.mark.integration
+def test_the_service_follows_its_registry_and_never_serves_an_inconsistent_catalog(client, client_registry):
+    """A catalog file written by another process (the new-music-batch pipeline) is swapped in without a call;
+    an empty catalog, or one embedded by another model than production's, is not: the last good one keeps
+    serving until the registry is consistent again."""
+    import dataclasses
+
+    from bgmrec.catalog import MusicCatalog, load_catalog
+
+    path = client_registry / "catalog.parquet"
+    original = load_catalog(path)
+    before = client.post("/catalog", json={"limit": 0}).json()
+    try:
+        row = original.embeddings[:1]
+        original.add(["followed-1"], row, ["Followed"]).save(path)
+        grown = _wait_for(lambda: client.post("/catalog", json={"limit": 0}).json()["size"] == before["size"] + 1)
+        assert grown, "the new catalog file was not served within 10 s"
+
+        for unservable in (
+            dataclasses.replace(original.add(["other-model"], row), model_version="v9999-other"),
+            MusicCatalog(np.array([], dtype=object), np.array([], dtype=object), np.zeros((0, original.dim)),
+                         np.zeros(0), np.zeros(0, bool), model_version=original.model_version),
+        ):
+            unservable.save(path)
+            time.sleep(1.0)  # five polls
+            served = client.post("/catalog", json={"limit": 0}).json()
+            assert served["size"] == before["size"] + 1 and served["model_version"] == before["model_version"]
+    finally:
+        original.save(path)
+    assert _wait_for(lambda: client.post("/catalog", json={"limit": 0}).json()["size"] == before["size"])
 
 
 @pytest.mark.integration
@@ -444,7 +507,7 @@ def server_process(served, tmp_path_factory):
     """`bgmrec serve` started in a subprocess (own process group, stopped at the end); it warms up meanwhile."""
     port = _free_port()
     env = {**os.environ, "BENTOML_HOME": str(tmp_path_factory.mktemp("bentoml_home")),
-           "BGMREC_MONITOR_INTERVAL_S": "0.2"}
+           "BGMREC_MONITOR_INTERVAL_S": "0.2", "BGMREC_ADMIN_TOKEN": ADMIN_TOKEN}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     log_path = tmp_path_factory.mktemp("serve") / "serve.log"
     with log_path.open("w") as log:
@@ -521,7 +584,7 @@ def test_bgmrec_serve_over_http(server, served, videos, clip):
         for i in range(3):
             music = {"music_id": f"batch-{i}", "audio_embedding": rng.standard_normal(dims["audio_embedding"]).tolist(),
                      "audio_lld": rng.standard_normal(dims["audio_lld"]).tolist()}
-            assert http.post("/refresh_catalog", json={"music": [music]}).status_code == 200
+            assert http.post("/refresh_catalog", headers=ADMIN, json={"music": [music]}).status_code == 200
             time.sleep(0.3)
         stop.set()
         for worker in workers:
@@ -554,15 +617,9 @@ def test_bgmrec_serve_over_http(server, served, videos, clip):
 
 
 def _monitor_module():
-    """serving/monitor.py, imported once under the name the service uses (its metrics register globally)."""
-    import importlib.util
+    from serving import monitor
 
-    if "monitor" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("monitor", SERVING_DIR / "monitor.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["monitor"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["monitor"]
+    return monitor
 
 
 @pytest.mark.unit
@@ -589,14 +646,10 @@ def test_alert_rules_and_dashboard_use_exported_metrics():
 
 
 def _serving_module(name: str):
-    """A module of serving/ imported under the name the service uses."""
-    if name == "monitor":
-        return _monitor_module()
+    """A module of the serving package."""
     import importlib
 
-    if str(SERVING_DIR) not in sys.path:
-        sys.path.insert(0, str(SERVING_DIR))
-    return importlib.import_module(name)
+    return importlib.import_module(f"serving.{name}")
 
 
 @pytest.mark.unit
