@@ -115,6 +115,8 @@ class KubeflowSettings(_Section):
     registry_dir: str = "/data/registry"
     feature_repo: str = "/data/feast"
     extract_shards: int = Field(4, ge=1)
+    # Secret holding the Feast Redis password (key `password`), for the tasks that write to the online store.
+    redis_secret: str = "bgmrec-redis"
     training: TaskResources = Field(default_factory=lambda: TaskResources(
         accelerator="nvidia.com/gpu", accelerator_count=1, node_selector={"nvidia.com/gpu.present": "true"},
         toleration={"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},

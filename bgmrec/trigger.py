@@ -1,8 +1,8 @@
 """`bgmrec trigger`: run the new-music-batch pipeline on a batch directory.
 
 Without a host the pipeline runs here through kfp.local (each task a subprocess of this Python environment);
-with a host the compiled pipeline (pipelines/compiled/new_music_batch.yaml) is submitted to a Kubeflow
-Pipelines API with the batch location as a parameter, and the run's URL is returned. `submit_inbox` is what the
+with a host the pipeline is built from the configuration and submitted to a Kubeflow Pipelines API with the
+batch location as a parameter, and the run's URL is returned. `submit_inbox` is what the
 k8s CronJob runs: one submission per batch folder that has no `.submitted.json` marker yet.
 """
 
@@ -103,11 +103,11 @@ def pending_batches(inbox: str | Path) -> list[Path]:
     return sorted(p for p in inbox.iterdir() if p.is_dir() and not (p / SUBMITTED_MARKER).exists())
 
 
-def submit_inbox(host: str, inbox: str | Path, package: str | Path) -> list[tuple[Path, str]]:
+def submit_inbox(host: str, inbox: str | Path, config: Config | None = None) -> list[tuple[Path, str]]:
     """Submit every pending batch of the inbox and mark it with its run URL; returns (batch, url) pairs."""
     submitted = []
     for batch in pending_batches(inbox):
-        url = submit_batch(host, str(batch), package)
+        url = submit_batch(host, str(batch), config)
         marker = {"run_url": url, "submitted_at": datetime.now(UTC).isoformat(timespec="seconds")}
         (batch / SUBMITTED_MARKER).write_text(json.dumps(marker, indent=2))
         submitted.append((batch, url))

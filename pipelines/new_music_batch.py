@@ -17,7 +17,7 @@ from components.ingest_music_batch.component import ingest_music_batch
 from components.publish_report.component import publish_report
 from components.push_music_batch.component import push_music_batch
 from components.refresh_catalog.component import refresh_catalog
-from pipelines.platform import on_cluster
+from pipelines.platform import on_cluster, with_feast_online_store
 
 PIPELINE_NAME = "bgmrec-new-music-batch"
 # The pipeline's result starts with this when the batch was refused (bgmrec trigger checks it).
@@ -44,9 +44,9 @@ def build_new_music_batch_pipeline(config: Config | None = None):
                 extract_music_batch(batch=ingest.outputs["batch"], dataset_dir=dataset_dir, params_path=params_path),
                 settings,
             ).set_display_name("extract music features")
-            push = on_cluster(
+            push = with_feast_online_store(on_cluster(
                 push_music_batch(features=extract.outputs["features"], feature_repo=feature_repo), settings
-            ).set_display_name("push to Feast")
+            ), settings).set_display_name("push to Feast")
             embed = on_cluster(
                 embed_music_batch(features=extract.outputs["features"], registry_dir=registry_dir), settings
             ).set_display_name("embed with the production music encoder")

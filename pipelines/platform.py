@@ -10,6 +10,8 @@ from kfp.dsl import PipelineTask
 
 from bgmrec.config import KubeflowSettings, TaskResources
 
+FEAST_CLIENT_LABEL = "bgmrec.io/feast-client"
+
 
 def _apply_resources(task: PipelineTask, resources: TaskResources) -> PipelineTask:
     task.set_cpu_request(resources.cpu_request).set_cpu_limit(resources.cpu_limit)
@@ -33,6 +35,15 @@ def on_cluster(task: PipelineTask, settings: KubeflowSettings) -> PipelineTask:
     """A CPU task: default resources and retries, the data volume."""
     _apply_resources(task, settings.default)
     return mount_data_volume(task, settings)
+
+
+def with_feast_online_store(task: PipelineTask, settings: KubeflowSettings) -> PipelineTask:
+    """A task that writes to Feast's online store (Redis on the cluster): the pod label the Redis NetworkPolicy
+    admits (k8s/base/feast/networkpolicy.yaml) and the Redis password from its Secret, which
+    feature_store.redis.yaml reads as ${BGMREC_REDIS_PASSWORD}."""
+    kubernetes.add_pod_label(task, label_key=FEAST_CLIENT_LABEL, label_value="true")
+    return kubernetes.use_secret_as_env(task, secret_name=settings.redis_secret,
+                                        secret_key_to_env={"password": "BGMREC_REDIS_PASSWORD"})
 
 
 def on_gpu_node(task: PipelineTask, settings: KubeflowSettings) -> PipelineTask:

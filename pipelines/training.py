@@ -17,7 +17,7 @@ from components.register_model.component import register_model
 from components.train_model.component import train_model
 from components.validate_features.component import validate_features
 from components.validate_manifests.component import validate_manifests
-from pipelines.platform import on_cluster, on_gpu_node
+from pipelines.platform import on_cluster, on_gpu_node, with_feast_online_store
 
 PIPELINE_NAME = "bgmrec-training"
 SPLIT_KINDS = ("weak", "strong")
@@ -61,10 +61,10 @@ def build_training_pipeline(config: Config | None = None):
         features = on_cluster(
             validate_features(dataset_dir=assembled.output, params_path=params_path), settings
         ).set_display_name("validate features")
-        store = on_cluster(
+        store = with_feast_online_store(on_cluster(
             feast_apply(dataset_dir=features.outputs["Output"], feature_repo=feature_repo, params_path=params_path),
             settings,
-        ).set_display_name("features to Feast")
+        ), settings).set_display_name("features to Feast")
 
         trained, evaluated = {}, {}
         for model_name in models:

@@ -24,7 +24,8 @@ another model than production's is not served: the old state keeps serving until
 
 Configuration, read once when the service starts: the configuration file $BGMREC_PARAMS (bgmrec.config; the
 defaults without it), its `serving:` section overridden by BGMREC_<FIELD> variables (BGMREC_MAX_K, ...), the
-registry $BGMREC_REGISTRY (else `gate.registry`), the Feast repo $BGMREC_FEATURE_REPO and the admin token
+registry $BGMREC_REGISTRY (else `gate.registry`), the Feast repo $BGMREC_FEATURE_REPO (opened with the config
+file `feast.config`) and the admin token
 $BGMREC_ADMIN_TOKEN (admin routes are refused without it). With `serving.model_source: bento` the service serves
 the model packaged in the Bento (the build argument `bento_model` that `bgmrec build-bento` sets, or
 $BGMREC_BENTO_MODEL), pinned.
@@ -85,6 +86,7 @@ class StartupConfig:
     settings: ServingSettings
     registry: Path
     feature_repo: Path | None
+    feast_config: str
     admin_token: str
 
     @classmethod
@@ -95,6 +97,7 @@ class StartupConfig:
             settings=config.serving.with_env(env),
             registry=Path(env.get("BGMREC_REGISTRY") or config.gate.registry),
             feature_repo=Path(env["BGMREC_FEATURE_REPO"]) if env.get("BGMREC_FEATURE_REPO") else None,
+            feast_config=config.feast.config,
             admin_token=env.get("BGMREC_ADMIN_TOKEN", ""),
         )
 
@@ -356,7 +359,7 @@ class BgmRecommender:
         if STARTUP.feature_repo is not None:
             from bgmrec import feature_store
 
-            self._feature_store = feature_store.open_store(STARTUP.feature_repo)
+            self._feature_store = feature_store.open_store(STARTUP.feature_repo, STARTUP.feast_config)
         # Everything loaded so far (modules, model, catalog, Feast) lives as long as the process: take it out of
         # the cyclic garbage collector's scans. A full collection over it took ~200 ms with the GIL held, which
         # was the request latency tail (p99 ~300 ms under 32 clients). Reference counting still frees garbage.

@@ -12,13 +12,6 @@ import yaml
 from typer.testing import CliRunner
 
 from bgmrec.config import IMAGE_ENV, load_config
-from components.conftest import (  # noqa: F401 - fixtures shared with the component tests
-    fast_params_path,
-    local_pipeline_root,
-    local_runner,
-    music_world,
-    new_music_batch,
-)
 from pipelines.compile import NEW_MUSIC_BATCH_FILE, TRAINING_FILE, compile_pipelines
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -120,7 +113,7 @@ def test_thresholds_and_tolerance_are_pipeline_parameters_from_params(compiled):
 
 
 @pytest.fixture(scope="module")
-def training_params(tmp_path_factory, fast_params_path) -> Path:  # noqa: F811
+def training_params(tmp_path_factory, fast_params_path) -> Path:
     """One model (CMVAE, gated), one epoch, two extraction shards: the whole DAG, as little compute as possible."""
     params = yaml.safe_load(fast_params_path.read_text())
     params["models"] = {"cmvae": params["models"]["cmvae"]}
@@ -133,7 +126,7 @@ def training_params(tmp_path_factory, fast_params_path) -> Path:  # noqa: F811
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_training_pipeline_gate_promotes_then_refuses(local_runner, training_params, tmp_path):  # noqa: F811
+def test_training_pipeline_gate_promotes_then_refuses(local_runner, training_params, tmp_path):
     from bgmrec.data.simulate import simulate
     from bgmrec.registry import ModelRegistry
     from pipelines.training import build_training_pipeline
@@ -158,7 +151,7 @@ def test_training_pipeline_gate_promotes_then_refuses(local_runner, training_par
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_trigger_adds_the_batch_to_the_serving_catalog(music_world, new_music_batch, tmp_path):  # noqa: F811
+def test_trigger_adds_the_batch_to_the_serving_catalog(music_world, new_music_batch, tmp_path):
     from bgmrec.catalog import load_catalog
     from bgmrec.cli import app
 

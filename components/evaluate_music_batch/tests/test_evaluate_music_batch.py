@@ -4,16 +4,15 @@ import shutil
 import pytest
 
 from components.evaluate_music_batch.component import evaluate_music_batch
-from components.testing import write_clip
 
 
 @pytest.mark.integration
 @pytest.mark.slow
 def test_batch_videos_rank_the_new_music(extracted_batch, new_music_batch, music_world, params_path, artifact,
-                                         tmp_path):
+                                         clip_writer, tmp_path):
     batch = shutil.copytree(new_music_batch, tmp_path / "batch")
-    write_clip(batch / "clips" / "c1.mp4", hue=30)
-    write_clip(batch / "clips" / "c2.mp4", hue=200)
+    clip_writer(batch / "clips" / "c1.mp4", hue=30)
+    clip_writer(batch / "clips" / "c2.mp4", hue=200)
     (batch / "clips" / "c3.mp4").write_bytes(b"not a video")
     (batch / "videos.csv").write_text("video_id,music_id,description,video_path\n"
                                       "c1,fresh-a,,clips/c1.mp4\nc2,fresh-b,,clips/c2.mp4\nc3,fresh-a,,clips/c3.mp4\n")

@@ -2,7 +2,6 @@ import pandas as pd
 import pytest
 
 from components.extract_shard.component import extract_shard
-from components.testing import write_tone
 
 
 @pytest.mark.unit
@@ -11,11 +10,11 @@ def test_precomputed_features_need_no_extraction(tiny_dataset_dir, params_path):
 
 
 @pytest.mark.integration
-def test_shard_fills_the_cache_and_counts_bad_media(tmp_path, params_path):
+def test_shard_fills_the_cache_and_counts_bad_media(tmp_path, params_path, tone_writer):
     from bgmrec.data.contract import write_manifests
 
     for i in range(4):
-        write_tone(tmp_path / "audio" / f"m{i}.wav", 200.0 + 100 * i, seconds=1.0)
+        tone_writer(tmp_path / "audio" / f"m{i}.wav", 200.0 + 100 * i, seconds=1.0)
     (tmp_path / "audio" / "m2.wav").write_bytes(b"not audio at all")
     music = pd.DataFrame({"music_id": [f"m{i}" for i in range(4)], "audio_path": [f"audio/m{i}.wav" for i in range(4)]})
     videos = pd.DataFrame({"video_id": ["v0"], "music_id": ["m0"], "description": [None],

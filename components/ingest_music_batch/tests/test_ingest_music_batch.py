@@ -6,19 +6,18 @@ import pytest
 import yaml
 
 from components.ingest_music_batch.component import ingest_music_batch
-from components.testing import write_tone
 
 
 @pytest.fixture
-def messy_batch(tmp_path, music_world) -> Path:
+def messy_batch(tmp_path, music_world, tone_writer) -> Path:
     """Two good tones, a corrupt file, an id twice and an id the catalog already has."""
     batch = tmp_path / "batch"
-    write_tone(batch / "good-1.wav", 330.0)
-    write_tone(batch / "good-2.wav", 440.0)
+    tone_writer(batch / "good-1.wav", 330.0)
+    tone_writer(batch / "good-2.wav", 440.0)
     (batch / "broken.mp3").write_bytes(b"ID3 this is not an mp3")
-    write_tone(batch / "twice.wav", 500.0)
-    write_tone(batch / "twice.flac", 520.0)
-    write_tone(batch / f"{music_world.music_ids[0]}.wav", 600.0)
+    tone_writer(batch / "twice.wav", 500.0)
+    tone_writer(batch / "twice.flac", 520.0)
+    tone_writer(batch / f"{music_world.music_ids[0]}.wav", 600.0)
     return batch
 
 
