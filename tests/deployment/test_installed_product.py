@@ -3,11 +3,13 @@ a fresh virtualenv from the lock files, used from an empty working directory tha
 
 Compile the pipelines; set up a Feast repo from the definitions the wheel carries; serve the registry; run the
 new-music-batch pipeline through kfp.local with the installed package on real audio files and see the served
-catalog grow without a restart or any call to the service; see an anonymous admin call refused.
+catalog grow without a restart or any call to the service; see an anonymous admin call refused. Build the Bento
+from the installed package and serve it, pinned to the model it packages and following the registry.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -22,7 +24,7 @@ import pytest
 pytestmark = [pytest.mark.deployment, pytest.mark.slow, pytest.mark.integration]
 
 ROOT = Path(__file__).resolve().parents[2]
-LOCKS = ("requirements/pipelines.txt", "requirements/serving.txt")
+LOCKS = ("requirements/pipelines.txt", "serving/requirements.txt")
 ADMIN_TOKEN = "deployment-test-token"
 
 
@@ -36,11 +38,11 @@ def _run(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 900) 
 @pytest.fixture(scope="session")
 def installed(tmp_path_factory) -> Path:
     """A fresh virtualenv with the locked pipeline and serving stacks and the bgmrec wheel; returns its bin/."""
+    from bgmrec.steps import build_wheel
+
     base = tmp_path_factory.mktemp("installed")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(base / "wheel"),
-          str(ROOT)], cwd=base, env=env)
-    wheel = next((base / "wheel").glob("bgmrec-*.whl"))
+    wheel = build_wheel(ROOT, base / "wheel")
     _run([sys.executable, "-m", "venv", str(base / "venv")], cwd=base, env=env)
     pip = [str(base / "venv" / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     _run([*pip, *(arg for lock in LOCKS for arg in ("-r", str(ROOT / lock)))], cwd=base, env=env)
@@ -72,6 +74,44 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def _serving(args: list[str], cwd: Path, env: dict[str, str]):
+    """A server started as a user starts it (its own process group), ready on /readyz; yields its URL."""
+    import httpx
+
+    port = _free_port()
+    log_path = cwd / f"serve-{port}.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen([*args, "--port", str(port)], cwd=cwd, env=env, stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, log_path.read_text()[-3000:]
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.5)
+        yield url
+        assert server.poll() is None, "the server stopped or restarted"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+
+
+def _catalog(url: str) -> dict:
+    import httpx
+
+    return httpx.post(f"{url}/catalog", json={"limit": 0}, timeout=10).json()
+
+
 def test_the_wheel_is_the_product_and_carries_no_source_tree(installed, tmp_path):
     env = _env(installed)
     where = _run([str(installed / "python"), "-c",
@@ -99,28 +139,12 @@ def test_a_triggered_batch_is_served_without_a_restart(installed, workdir, new_m
     _run([bgmrec, "feast-apply", "--repo", "features", "--dataset", "data/sample"], cwd=workdir, env=env)
     assert (workdir / "features" / "definitions.py").is_file()
 
-    port = _free_port()
     serve_env = _env(installed, BGMREC_ADMIN_TOKEN=ADMIN_TOKEN, BGMREC_REGISTRY_POLL_S="2",
                      BENTOML_HOME=str(workdir / "bentoml_home"))
-    log = (workdir / "serve.log").open("w")
-    server = subprocess.Popen([bgmrec, "serve", "--port", str(port)], cwd=workdir, env=serve_env, stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert server.poll() is None, (workdir / "serve.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, (workdir / "serve.log").read_text()[-3000:]
-            time.sleep(0.5)
-        before = httpx.post(f"{url}/catalog", json={"limit": 0}, timeout=10).json()["size"]
-
+    with _serving([bgmrec, "serve"], workdir, serve_env) as url:
+        before = _catalog(url)["size"]
         anonymous = httpx.post(f"{url}/refresh_catalog", json={"reload": True}, timeout=10)
-        assert anonymous.status_code in (401, 403)
+        assert anonymous.status_code == 401
         assert httpx.get(f"{url}/metrics", timeout=10).status_code == 200
 
         # The new-music-batch pipeline through kfp.local, every task in the installed package.
@@ -128,17 +152,29 @@ def test_a_triggered_batch_is_served_without_a_restart(installed, workdir, new_m
                      cwd=workdir, env=env)
         assert "added 2 music" in batch.stdout, batch.stdout + batch.stderr
         written = time.monotonic()
-        while True:
-            size = httpx.post(f"{url}/catalog", json={"limit": 0}, timeout=10).json()["size"]
-            if size == before + 2:
-                break
+        while (size := _catalog(url)["size"]) != before + 2:
             assert time.monotonic() - written < 15, f"catalog still {size} music 15 s after the batch was added"
             time.sleep(0.25)
-        assert server.poll() is None, "the server restarted"
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-        log.close()
+
+
+def test_the_bento_built_from_the_wheel_serves_pinned_or_following_the_registry(installed, workdir):
+    """`bgmrec build-bento` from the installed package (the wheel passed explicitly), then `bentoml serve` of the
+    built Bento: by default it follows the registry; `BGMREC_MODEL_SOURCE=bento` serves the packaged model."""
+    import json
+
+    from bgmrec.catalog import load_catalog
+
+    wheel = next((installed.parent.parent / "wheel").glob("bgmrec-*.whl"))
+    env = _env(installed, BENTOML_HOME=str(workdir / "bentoml_home"))
+    built = json.loads(_run([str(installed / "bgmrec"), "build-bento", "--registry", "data/registry",
+                             "--wheel", str(wheel)], cwd=workdir, env=env).stdout.strip().splitlines()[-1])
+    packaged = load_catalog(workdir / "data" / "registry" / "catalog.parquet")
+    grown = packaged.add(["after-build"], packaged.embeddings[:1])
+    grown.save(workdir / "data" / "registry" / "catalog.parquet")
+
+    bentoml = [str(installed / "bentoml"), "serve", built["bento"]]
+    with _serving(bentoml, workdir, {**env, "BGMREC_MODEL_SOURCE": "bento"}) as url:
+        pinned = _catalog(url)
+        assert pinned["size"] == len(packaged) and pinned["model_version"] == built["registry_version"]
+    with _serving(bentoml, workdir, {**env, "BGMREC_REGISTRY": str(workdir / "data" / "registry")}) as url:
+        assert _catalog(url)["size"] == len(grown)
