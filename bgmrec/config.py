@@ -158,11 +158,13 @@ class ServingSettings(_Section):
     torch_threads: int = Field(1, ge=1)
     blas_threads: int = Field(1, ge=1)
     ann_min_size: int = Field(200_000, ge=1)
+    # BentoML's adaptive batching of /recommend_by_features: most queries per model call, and the latency past
+    # which its dispatcher sheds a waiting query with a 503 rather than answer it late (the batching window
+    # itself adapts to the traffic).
     max_batch: int = Field(64, ge=1)
+    max_batch_latency_ms: int = Field(5000, ge=1)
     # How often every replica looks at REGISTRY for a new production model or catalog version (0 = never).
     registry_poll_s: float = Field(2.0, ge=0, allow_inf_nan=False)
-    # /recommend_by_features answered in front of BentoML's middlewares (serving/fastlane.py).
-    fast_lane: bool = True
 
     def with_env(self, environ: Mapping[str, str], prefix: str = "BGMREC_") -> ServingSettings:
         """These settings with every BGMREC_<FIELD> variable of `environ` applied (converted from text and

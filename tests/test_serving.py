@@ -142,11 +142,28 @@ def _metric(text: str, name: str, labels: str = "") -> float | None:
 # --- recommend_by_features ------------------------------------------------------------------------------------
 
 
+def _features(client, **query):
+    """POST one query to /recommend_by_features (its body holds a list of queries)."""
+    return client.post("/recommend_by_features", json={"queries": [query]})
+
+
+def _items(response) -> list[dict]:
+    assert response.status_code == 200, response.text
+    return response.json()[0]["items"]
+
+
+def _same_ranking(got: list[dict], expected: list[dict]) -> bool:
+    """The same music in the same order with the same scores (float32: a batched matrix product may round the
+    last bits differently from a single query's)."""
+    return ([i["music_id"] for i in got] == [i["music_id"] for i in expected]
+            and [i["score"] for i in got] == pytest.approx([i["score"] for i in expected], abs=1e-6))
+
+
 @pytest.mark.integration
 def test_features_returns_k_ranked_music_from_the_catalog(client, videos):
-    r = client.post("/recommend_by_features", json={"visual": videos["visual"], "text": videos["text"], "k": 7})
+    r = _features(client, visual=videos["visual"], text=videos["text"], k=7)
     assert r.status_code == 200, r.text
-    body = r.json()
+    (body,) = r.json()
     assert len(body["items"]) == 7 and body["k"] == 7 and body["model_version"].startswith("v0001")
     scores = [item["score"] for item in body["items"]]
     assert scores == sorted(scores, reverse=True) and all(-1.0 <= s <= 1.0 for s in scores)
@@ -156,41 +173,55 @@ def test_features_returns_k_ranked_music_from_the_catalog(client, videos):
 
 
 @pytest.mark.integration
-def test_features_without_text_works(client, videos):
-    r = client.post("/recommend_by_features", json={"visual": videos["visual"], "k": 5})
+def test_several_queries_in_one_request_get_one_list_each(client, videos):
+    queries = [{"visual": videos["visual"], "text": videos["text"], "k": 3},
+               {"visual": videos["notext_visual"], "k": 6}]
+    r = client.post("/recommend_by_features", json={"queries": queries})
     assert r.status_code == 200, r.text
-    assert len(r.json()["items"]) == 5
+    assert [len(answer["items"]) for answer in r.json()] == [3, 6]
+    assert _same_ranking(r.json()[1]["items"], _items(_features(client, visual=videos["notext_visual"], k=6)))
+
+
+@pytest.mark.integration
+def test_features_without_text_works(client, videos):
+    assert len(_items(_features(client, visual=videos["visual"], k=5))) == 5
 
 
 @pytest.mark.integration
 def test_options_exclude_mmr_and_debias(client, videos):
-    plain = client.post("/recommend_by_features", json={"visual": videos["visual"], "k": 5}).json()["items"]
+    plain = _items(_features(client, visual=videos["visual"], k=5))
     excluded = [plain[0]["music_id"], plain[1]["music_id"]]
-    r = client.post("/recommend_by_features", json={"visual": videos["visual"], "k": 5, "exclude": excluded})
-    ids = [item["music_id"] for item in r.json()["items"]]
+    ids = [item["music_id"] for item in _items(_features(client, visual=videos["visual"], k=5, exclude=excluded))]
     assert len(ids) == 5 and not set(ids) & set(excluded)
     assert ids[:3] == [item["music_id"] for item in plain[2:]]
     for options in ({"mmr_lambda": 0.0}, {"popularity_debias": 5.0}):
-        r = client.post("/recommend_by_features", json={"visual": videos["visual"], "k": 5, **options})
-        assert r.status_code == 200 and len(r.json()["items"]) == 5
+        assert len(_items(_features(client, visual=videos["visual"], k=5, **options))) == 5
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize(
-    ("body", "message"),
+    ("query", "message"),
     [
         ({"visual": [0.1] * 3}, "visual has 3 values, expected 1280"),
         ({"text": [0.1] * 5}, "text has 5 values, expected 512"),
-        ({"k": 0}, "k=0 is out of range"),
-        ({"k": 101}, "k=101 is out of range"),
-        ({"mmr_lambda": 1.5}, "mmr_lambda=1.5 is out of range"),
-        ({"popularity_debias": -1}, "popularity_debias=-1.0 is out of range"),
+        ({"k": 0}, "greater than or equal to 1"),
+        ({"k": 101}, "k=101 is out of range: it must be between 1 and 100"),
+        ({"mmr_lambda": 1.5}, "less than or equal to 1"),
+        ({"popularity_debias": -1}, "greater than or equal to 0"),
+        ({"popularity_debias": 1e39}, "less than or equal to 100"),
         ({"k": "ten"}, "valid integer"),
+        ({"k": "5"}, "valid integer"),  # strict: a numeric string is not a number
+        ({"k": True}, "valid integer"),
+        ({"mmr_lambda": True}, "valid number"),
         ({"visual": "abc"}, "valid array"),
+        ({"visual": [1e30] * 1280}, "visual[0] is 1e+30: values must be within"),
+        ({"exclude": "m0001"}, "valid array"),
+        ({"exclude": ["x" * 300]}, "at most 256 characters"),
+        ({"colour": "blue"}, "Extra inputs are not permitted"),
     ],
 )
-def test_bad_feature_requests_get_400_naming_the_problem(client, videos, body, message):
-    r = client.post("/recommend_by_features", json={"visual": videos["visual"], **body})
+def test_bad_feature_requests_get_400_naming_the_problem(client, videos, query, message):
+    r = _features(client, **{"visual": videos["visual"], **query})
     assert r.status_code == 400, r.text
     assert message in _error(r)
 
@@ -205,18 +236,18 @@ def test_bad_feature_requests_get_400_naming_the_problem(client, videos, body, m
     ],
 )
 def test_non_finite_vectors_get_400(client, raw, message):
-    body = '{"visual": [' + ",".join([raw] + ["0.5"] * 1279) + "]}"
+    body = '{"queries": [{"visual": [' + ",".join([raw] + ["0.5"] * 1279) + "]}]}"
     r = client.post("/recommend_by_features", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 400, r.text
     assert message in _error(r)
 
 
 @pytest.mark.integration
-def test_malformed_json_gets_400(client):
-    headers = {"content-type": "application/json"}
-    r = client.post("/recommend_by_features", content=b'{"visual": [0.1, ', headers=headers)
-    assert r.status_code == 400
-    assert "Invalid JSON" in _error(r)
+def test_features_body_over_the_limit_gets_413_naming_it(client, videos):
+    body = b'{"queries": [{"visual": [' + b",".join([b"0.123456789"] * 400_000) + b"]}]}"  # ~4.8 MB > 4 MiB
+    r = client.post("/recommend_by_features", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "over the limit of 4194304 bytes" in _error(r)
+    assert _features(client, visual=videos["visual"]).status_code == 200
 
 
 # --- recommend_by_video ---------------------------------------------------------------------------------------
@@ -226,16 +257,16 @@ def test_malformed_json_gets_400(client):
 def test_by_video_id_matches_the_same_vectors_sent_directly(client, videos):
     by_id = client.post("/recommend_by_video", json={"video_id": videos["text_id"], "k": 5})
     assert by_id.status_code == 200, by_id.text
-    direct = client.post("/recommend_by_features", json={"visual": videos["visual"], "text": videos["text"], "k": 5})
-    assert [i["music_id"] for i in by_id.json()["items"]] == [i["music_id"] for i in direct.json()["items"]]
+    direct = _items(_features(client, visual=videos["visual"], text=videos["text"], k=5))
+    assert [i["music_id"] for i in by_id.json()["items"]] == [i["music_id"] for i in direct]
 
 
 @pytest.mark.integration
 def test_by_video_id_without_description(client, videos):
     by_id = client.post("/recommend_by_video", json={"video_id": videos["notext_id"], "k": 4})
     assert by_id.status_code == 200, by_id.text
-    direct = client.post("/recommend_by_features", json={"visual": videos["notext_visual"], "k": 4})
-    assert [i["music_id"] for i in by_id.json()["items"]] == [i["music_id"] for i in direct.json()["items"]]
+    direct = _items(_features(client, visual=videos["notext_visual"], k=4))
+    assert [i["music_id"] for i in by_id.json()["items"]] == [i["music_id"] for i in direct]
 
 
 @pytest.mark.integration
@@ -290,7 +321,7 @@ def test_refresh_adds_new_music_that_is_recommendable(client, served, videos):
     from bgmrec.data.contract import load_dataset
 
     mv = load_dataset(served["dataset"]).music_vectors
-    top = client.post("/recommend_by_features", json={"visual": videos["visual"], "k": 1}).json()["items"][0]
+    top = _items(_features(client, visual=videos["visual"], k=1))[0]
     row = int(np.flatnonzero(mv.ids == top["music_id"])[0])
     before = client.post("/catalog", json={"limit": 0}).json()
     # A new clip with the features of the current best match must rank beside it.
@@ -299,7 +330,7 @@ def test_refresh_adds_new_music_that_is_recommendable(client, served, videos):
     r = client.post("/refresh_catalog", headers=ADMIN, json={"music": [new]})
     assert r.status_code == 200, r.text
     assert r.json()["size"] == before["size"] + 1 and r.json()["version"] == before["version"] + 1
-    ranked = client.post("/recommend_by_features", json={"visual": videos["visual"], "k": 2}).json()
+    (ranked,) = _features(client, visual=videos["visual"], k=2).json()
     assert "new-clip" in [item["music_id"] for item in ranked["items"]]
     assert ranked["catalog_version"] == before["version"] + 1
 
@@ -370,8 +401,8 @@ def test_the_service_follows_its_registry_and_never_serves_an_inconsistent_catal
 @pytest.mark.integration
 def test_metrics_show_diversity_and_errors(client, videos):
     for k in (3, 8):
-        client.post("/recommend_by_features", json={"visual": videos["visual"], "k": k, "mmr_lambda": 0.5})
-    client.post("/recommend_by_features", json={"visual": videos["visual"], "k": 0})
+        _features(client, visual=videos["visual"], k=k, mmr_lambda=0.5)
+    client.post("/recommend_by_video", json={"video_id": "no-such-video"})
     deadline = time.monotonic() + 10
     while True:
         text = client.get("/metrics").text
@@ -383,11 +414,10 @@ def test_metrics_show_diversity_and_errors(client, videos):
         value = _metric(text, f"bgmrec_diversity_{name}")
         assert value is not None and np.isfinite(value), name
     assert 0 < _metric(text, "bgmrec_diversity_coverage") <= 1
-    errors = _metric(text, "bgmrec_request_errors_total", '{endpoint="recommend_by_features",kind="k_out_of_range"}')
+    errors = _metric(text, "bgmrec_request_errors_total", '{endpoint="recommend_by_video",kind="unknown_video"}')
     assert errors and errors >= 1
-    assert (_metric(text, "bgmrec_batch_size_count") or 0) >= 2  # every answered features request went through it
-    assert 'endpoint="/recommend_by_features"' in text  # BentoML's request metrics cover the fast lane's route
-    assert "bentoml_service_request_total" in text or "bentoml_service_request_duration_seconds" in text
+    assert (_metric(text, "bgmrec_batch_size_count") or 0) >= 2  # every answered features batch is observed
+    assert _samples(text, "bentoml_service_request_total", endpoint="/recommend_by_features") >= 2
 
 
 def _samples(text: str, name: str, **labels: str) -> float:
@@ -401,96 +431,67 @@ def _samples(text: str, name: str, **labels: str) -> float:
 
 
 @pytest.mark.integration
-def test_features_route_is_answered_in_front_of_bentoml_with_its_request_metrics(client, videos):
-    assert type(client.app).__name__ == "FastLane"  # what Svc.to_asgi() (and so `bentoml serve`) serves
-    route = {"endpoint": "/recommend_by_features"}
-    before = client.get("/metrics").text
-    for k in (2, 3, 4):
-        assert client.post("/recommend_by_features", json={"visual": videos["visual"], "k": k}).status_code == 200
-    assert client.post("/recommend_by_features", json={"visual": [0.5] * 3}).status_code == 400
-    after = client.get("/metrics").text
-    total = "bentoml_service_request_total"
-    assert _samples(after, total, **route, http_response_code="200") - _samples(
-        before, total, **route, http_response_code="200") == 3
-    assert _samples(after, total, **route, http_response_code="400") - _samples(
-        before, total, **route, http_response_code="400") == 1
-    count = "bentoml_service_request_duration_seconds_count"
-    assert _samples(after, count, **route) - _samples(before, count, **route) == 4
-    assert _samples(after, "bentoml_service_request_in_progress", **route) == 0
-    # the other endpoints still go through BentoML's own middlewares and metrics
-    client.post("/catalog", json={"limit": 1})
-    assert _samples(client.get("/metrics").text, total, endpoint="/catalog", http_response_code="200") >= 1
+@pytest.mark.parametrize(
+    ("route", "content_type", "body"),
+    [
+        # a multipart content type without its boundary, on every route (BentoML's parser raised: 500 before)
+        *[(route, "multipart/form-data", b"abc") for route in
+          ("/recommend_by_features", "/recommend_by_upload", "/recommend_by_video", "/catalog", "/refresh_catalog")],
+        # a multipart body without the file, and one cut short
+        ("/recommend_by_upload", "multipart/form-data; boundary=XX",
+         b'--XX\r\nContent-Disposition: form-data; name="k"\r\n\r\n3\r\n--XX--\r\n'),
+        ("/recommend_by_upload", "multipart/form-data; boundary=XX", b'--XX\r\nContent-Disposition: form-da'),
+        ("/recommend_by_upload", "application/json", b'{"video": "/etc/passwd"}'),
+        # wrong JSON, wrong content types
+        ("/recommend_by_features", "application/json", b'{"queries": [{"visual": [0.1, '),
+        ("/recommend_by_features", "application/json", b""),
+        ("/recommend_by_features", "text/plain", b"hello"),
+        ("/recommend_by_features", "application/x-www-form-urlencoded", b"queries=1"),
+        ("/recommend_by_video", "application/json", b'{"video_id": 12}'),
+        ("/recommend_by_video", "application/json", b'{"video_id": ""}'),
+        ("/catalog", "application/json", b'{"offset": -1}'),
+        ("/catalog", "application/json", b'{"limit": 1e9}'),
+        ("/catalog", "application/json", b"[1, 2]"),
+    ],
+)
+def test_no_request_a_client_can_send_gets_a_5xx(client, route, content_type, body):
+    r = client.post(route, content=body, headers={"content-type": content_type})
+    assert 400 <= r.status_code < 500, f"{route} {content_type} {body[:60]!r}: {r.status_code} {r.text[:300]}"
+    assert _error(r), r.text
 
 
 @pytest.mark.integration
-def test_fast_lane_and_the_bentoml_mount_give_the_same_answers(client, videos):
-    """With the lane off (BGMREC_FAST_LANE=false) the route's BentoML mount answers: BentoML's app behind the lane
-    is that configuration, so every answer, good or bad, must be the same through both."""
-    from starlette.testclient import TestClient
-
-    assert client.app.routes.keys() == {"/recommend_by_features"}
-    mounted = TestClient(client.app.app)  # BentoML's app itself (its lifespan already ran under `client`)
-    bodies = [
-        {"visual": videos["visual"], "text": videos["text"], "k": 6},
-        {"visual": videos["visual"], "k": 4, "mmr_lambda": 0.3, "popularity_debias": 1.0, "exclude": ["m0001"]},
-        {"visual": [int(v > 0) for v in videos["visual"]], "k": 3},  # integers are numbers too
-        {"visual": videos["visual"], "k": "5"},  # pydantic's lax integer, through the validating path
-        {"visual": videos["visual"], "text": [0.1] * 5},
-        {"visual": videos["visual"], "k": 0},
-        {"visual": [[0.1]] * 1280},
-        {"visual": videos["visual"], "exclude": "m0001"},
-        ["not", "an", "object"],
-    ]
-    raw = [b'{"visual": [0.1, ', b"", ("{\"visual\": [NaN" + ", 0.5" * 1279 + "]}").encode()]
-    headers = {"content-type": "application/json"}
-    for body in bodies + raw:
-        kwargs = {"content": body, "headers": headers} if isinstance(body, bytes) else {"json": body}
-        lane, mount = client.post("/recommend_by_features", **kwargs), mounted.post("/recommend_by_features", **kwargs)
-        assert (lane.status_code, lane.json()) == (mount.status_code, mount.json()), str(body)[:200]
-        assert lane.status_code in (200, 400), lane.text
-    assert client.post("/recommend_by_features", json={"visual": videos["visual"], "k": "5"}).json()["k"] == 5
-    for other in (client, mounted):
-        assert other.get("/recommend_by_features").status_code == 405
+def test_every_route_is_in_the_openapi_schema_with_typed_inputs(client):
+    spec = client.get("/docs.json").json()
+    for route in ("/recommend_by_features", "/recommend_by_video", "/recommend_by_upload", "/catalog",
+                  "/refresh_catalog"):
+        assert "post" in spec["paths"][route], route
+    schemas = spec["components"]["schemas"]
+    query = schemas["FeaturesQuery"]
+    assert {"visual", "text", "k", "exclude", "mmr_lambda", "popularity_debias"} <= set(query["properties"])
+    assert len(query["example"]["visual"]) == 1280 and len(query["example"]["text"]) == 512
+    assert "RecommendationList" in schemas
 
 
 @pytest.mark.integration
-def test_features_body_over_the_limit_gets_413_naming_it(client, videos):
-    body = b'{"visual": [' + b",".join([b"0.123456789"] * 400_000) + b"]}"  # ~4.8 MB, over the 4 MiB default
-    r = client.post("/recommend_by_features", content=body, headers={"content-type": "application/json"})
-    assert r.status_code == 413 and "more than 4194304 bytes" in _error(r)
-    assert client.post("/recommend_by_features", json={"visual": videos["visual"]}).status_code == 200
+def test_concurrent_feature_requests_are_batched_by_bentoml(client, videos):
+    """BentoML's adaptive batching joins the queries of concurrent requests into one call of the batch function
+    (bgmrec_batch_size observes each call's size); every request still gets exactly its own answer."""
+    from concurrent.futures import ThreadPoolExecutor
 
+    def batch_sizes() -> tuple[float, float]:
+        text = client.get("/metrics").text
+        return _metric(text, "bgmrec_batch_size_count") or 0.0, _metric(text, "bgmrec_batch_size_sum") or 0.0
 
-@pytest.mark.unit
-def test_fast_lane_answers_500_when_its_endpoint_fails_and_passes_everything_else_on():
-    import asyncio
-
-    fastlane = _serving_module("fastlane")
-    seen: list[str] = []
-
-    async def behind(scope, receive, send):
-        seen.append(scope["type"] if scope["type"] != "http" else scope["path"])
-
-    async def broken(scope, receive, send):
-        raise RuntimeError("a bug")
-
-    lane = fastlane.FastLane(behind, {"/hot": broken}, access_log=False)
-    sent: list[dict] = []
-
-    async def send(message):
-        sent.append(message)
-
-    async def receive():
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def scenario():
-        await lane({"type": "lifespan"}, receive, send)
-        await lane({"type": "http", "path": "/other", "method": "POST"}, receive, send)
-        await lane({"type": "http", "path": "/hot", "method": "POST"}, receive, send)
-
-    asyncio.run(scenario())
-    assert seen == ["lifespan", "/other"]
-    assert sent[0]["status"] == 500 and b"Internal Server Error" in sent[1]["body"]
+    expected = {k: _items(_features(client, visual=videos["visual"], k=k)) for k in range(1, 9)}
+    calls_before, queries_before = batch_sizes()
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda k: (k, _items(_features(client, visual=videos["visual"], k=k))),
+                                [k for _ in range(8) for k in range(1, 9)]))
+    assert all(_same_ranking(items, expected[k]) for k, items in answers)
+    calls, queries = batch_sizes()
+    assert queries - queries_before == 64
+    assert calls - calls_before < 64, "no two concurrent requests were ever batched together"
 
 
 # --- `bgmrec serve` over real HTTP ----------------------------------------------------------------------------
@@ -556,8 +557,7 @@ def test_bgmrec_serve_over_http(server, served, videos, clip):
     with httpx.Client(base_url=server, timeout=60) as http:
         before = http.get("/metrics").text
         assert _metric(before, "bgmrec_catalog_size") == 40
-        features = http.post("/recommend_by_features", json={"visual": videos["visual"], "k": 5})
-        assert features.status_code == 200 and len(features.json()["items"]) == 5
+        assert len(_items(_features(http, visual=videos["visual"], k=5))) == 5
         by_id = http.post("/recommend_by_video", json={"video_id": videos["notext_id"], "k": 5, "mmr_lambda": 0.3})
         assert by_id.status_code == 200, by_id.text
         with clip.open("rb") as f:
@@ -573,7 +573,7 @@ def test_bgmrec_serve_over_http(server, served, videos, clip):
         def hammer() -> None:
             with httpx.Client(base_url=server, timeout=60) as own:
                 while not stop.is_set():
-                    statuses.append(own.post("/recommend_by_features", json={"visual": videos["visual"]}).status_code)
+                    statuses.append(_features(own, visual=videos["visual"]).status_code)
 
         workers = [threading.Thread(target=hammer) for _ in range(4)]
         for worker in workers:
@@ -590,10 +590,9 @@ def test_bgmrec_serve_over_http(server, served, videos, clip):
         for worker in workers:
             worker.join()
         assert statuses and set(statuses) == {200}, f"{len(statuses)} requests, statuses {set(statuses)}"
-        only_new = http.post("/recommend_by_features", json={
-            "visual": videos["visual"], "k": 3,
-            "exclude": [item["music_id"] for item in http.post("/catalog", json={"limit": 40}).json()["items"]]})
-        assert sorted(item["music_id"] for item in only_new.json()["items"]) == ["batch-0", "batch-1", "batch-2"]
+        only_new = _items(_features(http, visual=videos["visual"], k=3, exclude=[
+            item["music_id"] for item in http.post("/catalog", json={"limit": 40}).json()["items"]]))
+        assert sorted(item["music_id"] for item in only_new) == ["batch-0", "batch-1", "batch-2"]
 
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -606,11 +605,25 @@ def test_bgmrec_serve_over_http(server, served, videos, clip):
             _metric(before, "bgmrec_diversity_window_lists") or 0)
         assert _metric(after, "bgmrec_diversity_coverage") != _metric(before, "bgmrec_diversity_coverage")
         assert _metric(after, "bgmrec_request_errors_total", '{endpoint="recommend_by_video",kind="unknown_video"}')
-        # the features route is served by the fast lane in front of BentoML, with BentoML's request metrics
         assert _samples(after, "bentoml_service_request_total", endpoint="/recommend_by_features",
                         http_response_code="200") >= len(statuses) + 2
         assert _samples(after, "bentoml_service_request_total", endpoint="/recommend_by_video",
                         http_response_code="404") >= 1
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_bentoml_clients_call_every_route(server, videos, clip):
+    """BentoML's own clients, as a program would use them: typed answers, no hand-made HTTP."""
+    import bentoml
+
+    with bentoml.SyncHTTPClient(server) as sync:
+        (answer,) = sync.recommend_by_features(queries=[{"visual": videos["visual"], "text": videos["text"], "k": 4}])
+        assert len(answer["items"]) == 4 and answer["k"] == 4
+        by_id = sync.recommend_by_video(video_id=videos["text_id"], k=3)
+        assert [i["music_id"] for i in by_id["items"]] == [i["music_id"] for i in answer["items"][:3]]
+        assert len(sync.recommend_by_upload(video=clip, description="a beach", k=2)["items"]) == 2
+        assert sync.catalog_info(limit=1)["size"] >= 40
 
 
 # --- k8s monitoring refers to metrics the service exports ---------------------------------------------------
@@ -642,58 +655,7 @@ def test_alert_rules_and_dashboard_use_exported_metrics():
     assert {f"bgmrec_diversity_{name}" for name in monitor.DIVERSITY_FIELDS} <= used
 
 
-# --- request path pieces: micro-batching and the diversity window ---------------------------------------------
-
-
-def _serving_module(name: str):
-    """A module of the serving package."""
-    import importlib
-
-    return importlib.import_module(f"serving.{name}")
-
-
-@pytest.mark.unit
-def test_micro_batcher_answers_concurrent_requests_in_one_call():
-    import asyncio
-
-    batching = _serving_module("batching")
-    calls: list[list[int]] = []
-
-    def process(items: list[int]) -> list:
-        calls.append(items)
-        return [ValueError(f"bad item {i}") if i < 0 else i * 10 for i in items]
-
-    batcher = batching.MicroBatcher(process, max_batch=64)
-
-    async def scenario():
-        alone = await batcher.submit(1)
-        together = await asyncio.gather(*(batcher.submit(i) for i in range(2, 12)), return_exceptions=True)
-        mixed = await asyncio.gather(batcher.submit(5), batcher.submit(-1), return_exceptions=True)
-        return alone, together, mixed
-
-    alone, together, mixed = asyncio.run(scenario())
-    assert alone == 10 and calls[0] == [1]
-    assert together == [i * 10 for i in range(2, 12)] and calls[1] == list(range(2, 12))
-    assert mixed[0] == 50 and isinstance(mixed[1], ValueError) and "bad item -1" in str(mixed[1])
-
-
-@pytest.mark.unit
-def test_micro_batcher_caps_the_batch_and_fails_every_caller_when_the_call_fails():
-    import asyncio
-
-    batching = _serving_module("batching")
-    sizes: list[int] = []
-    capped = batching.MicroBatcher(lambda items: items, max_batch=4, on_batch=sizes.append)
-    broken = batching.MicroBatcher(lambda items: 1 / 0)
-
-    async def scenario():
-        got = await asyncio.gather(*(capped.submit(i) for i in range(10)))
-        failed = await asyncio.gather(broken.submit(1), broken.submit(2), return_exceptions=True)
-        return got, failed
-
-    got, failed = asyncio.run(scenario())
-    assert got == list(range(10)) and max(sizes) == 4 and sum(sizes) == 10
-    assert all(isinstance(f, ZeroDivisionError) for f in failed)
+# --- the diversity window ------------------------------------------------------------------------------------
 
 
 @pytest.mark.unit
