@@ -405,6 +405,43 @@ def serve(
 
 
 @app.command()
+def recommend(
+    url: Annotated[str, typer.Option(help="The recommender's address, e.g. http://localhost:3000.")],
+    video: Annotated[Path | None, typer.Option(help="A video file to upload (decoded and embedded there).")] = None,
+    video_id: Annotated[str | None, typer.Option(help="A video the feature store knows, by its id.")] = None,
+    description: Annotated[
+        str | None, typer.Option(help="The video's description, any language (with --video).")
+    ] = None,
+    k: Annotated[int, typer.Option("-k", "--k", help="How many music to list.")] = 10,
+) -> None:
+    """Ask a running recommender for music for a video and print the ranked list (BentoML's HTTP client)."""
+    import bentoml
+    from rich.table import Table
+
+    if (video is None) == (video_id is None):
+        _fail("give exactly one of --video FILE or --video-id ID")
+    if description is not None and video is None:
+        _fail("--description goes with --video (a stored video's description is already in the feature store)")
+    if video is not None and not video.is_file():
+        _fail(f"{video}: no such file")
+    try:
+        with bentoml.SyncHTTPClient(url) as client:
+            if video is not None:
+                answer = client.recommend_by_upload(video=video, description=description, k=k)
+            else:
+                answer = client.recommend_by_video(video_id=video_id, k=k)
+    except Exception as exc:  # noqa: BLE001 - connection errors and the server's 4xx, shown as they are
+        _fail(f"{url}: {exc}")
+    table = Table(title=f"music for {video or video_id} (model {answer['model_version']}, "
+                        f"catalog version {answer['catalog_version']})")
+    for column in ("rank", "music id", "title", "score"):
+        table.add_column(column, justify="right" if column in ("rank", "score") else "left")
+    for rank, item in enumerate(answer["items"], 1):
+        table.add_row(str(rank), item["music_id"], item["title"], f"{item['score']:.4f}")
+    Console().print(table)
+
+
+@app.command()
 def trigger(
     music_batch: Annotated[
         Path | None, typer.Option(help="Batch directory: audio files, optional manifest.csv (music_id, title).")

@@ -626,6 +626,26 @@ def test_bentoml_clients_call_every_route(server, videos, clip):
         assert sync.catalog_info(limit=1)["size"] >= 40
 
 
+@pytest.mark.integration
+@pytest.mark.slow
+def test_bgmrec_recommend_prints_a_ranked_table(server, videos, clip):
+    from typer.testing import CliRunner
+
+    from bgmrec.cli import app
+
+    uploaded = CliRunner().invoke(app, ["recommend", "--url", server, "--video", str(clip), "--description",
+                                        "una playa al atardecer", "-k", "3"], terminal_width=200)
+    assert uploaded.exit_code == 0, uploaded.output
+    assert [line for line in uploaded.output.splitlines() if re.match(r"^\W*[123] ", line)], uploaded.output
+    by_id = CliRunner().invoke(app, ["recommend", "--url", server, "--video-id", videos["text_id"]],
+                               terminal_width=200)
+    assert by_id.exit_code == 0 and "m000" in by_id.output and "10 " in by_id.output, by_id.output
+    unknown = CliRunner().invoke(app, ["recommend", "--url", server, "--video-id", "no-such-video"])
+    assert unknown.exit_code == 1 and "no-such-video" in unknown.output
+    both = CliRunner().invoke(app, ["recommend", "--url", server, "--video", str(clip), "--video-id", "x"])
+    assert both.exit_code == 1 and "exactly one of" in both.output
+
+
 # --- k8s monitoring refers to metrics the service exports ---------------------------------------------------
 
 
