@@ -13,6 +13,9 @@ app = typer.Typer(help="bgmrec: background music recommendation for short videos
 console = Console(stderr=True, soft_wrap=True)
 
 
+GATE_REFUSED_EXIT = 3
+
+
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code=1)
@@ -296,19 +299,27 @@ def gate(
     out: Annotated[Path | None, typer.Option(help="JSON file for the decision and its reasons.")] = None,
     params: ParamsOption = None,
 ) -> None:
-    """Promote the candidate only if it meets `gate.thresholds` and is not worse than production."""
+    """Promote the candidate only if it meets `gate.thresholds` and is not worse than production.
+
+    Exit status: 0 promoted, 3 refused (production unchanged; the reasons are printed and written to --out),
+    1 an error (a missing or unreadable file).
+    """
     from bgmrec.steps import gate_step
 
     knobs = _config(params).gate
-    result = gate_step(metrics, registry, knobs.thresholds, knobs.tolerance, model, checkpoint)
+    try:
+        result = gate_step(metrics, registry, knobs.thresholds, knobs.tolerance, model, checkpoint)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))
     if result["passed"]:
         console.print(f"gate passed: {model} promoted as {result['version']}")
-    else:
-        console.print("gate refused; production unchanged (" + str(result["production"]) + "):\n  - "
-                      + "\n  - ".join(result["reasons"]))
+        return
+    console.print("gate refused; production unchanged (" + str(result["production"]) + "):\n  - "
+                  + "\n  - ".join(result["reasons"]))
+    raise typer.Exit(code=GATE_REFUSED_EXIT)
 
 
 SERVICE = "serving.service:BgmRecommender"

@@ -14,7 +14,9 @@ A version id is `v<NNNN>-<model_name>`: ordered, readable, unique within one reg
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -59,14 +61,22 @@ def gate(
 ) -> GateDecision:
     """Pass only if every thresholded metric is met AND none is worse than production's minus `tolerance`.
 
-    Metric names are flattened dotted paths (see `flatten_metrics`), e.g. `weak.recall@10`. A threshold
-    on a metric the candidate lacks fails the gate (a gate that cannot check must not pass).
+    Metric names are flattened dotted paths (see `flatten_metrics`), e.g. `weak.recall@10`. A gate that cannot
+    check must not pass: a threshold on a metric the candidate lacks, a threshold or tolerance that is not a finite
+    number, and a candidate metric that is NaN or infinite are all refusals, each with its reason. A production
+    metric that is not finite is not compared against.
     """
     if not thresholds:
         return GateDecision(False, ["no thresholds configured: the gate refuses to promote unchecked models"])
+    reasons = [f"threshold {name}: {minimum!r} is not a finite number" for name, minimum in sorted(thresholds.items())
+               if not _finite_number(minimum)]
+    if not _finite_number(tolerance) or float(tolerance) < 0:
+        reasons.append(f"tolerance: {tolerance!r} is not a finite number >= 0")
+    if reasons:
+        return GateDecision(False, reasons)
     candidate = flatten_metrics(candidate_metrics)
-    production = flatten_metrics(production_metrics) if production_metrics else {}
-    reasons: list[str] = []
+    production = {k: v for k, v in (flatten_metrics(production_metrics) if production_metrics else {}).items()
+                  if math.isfinite(v)}
     for name, minimum in sorted(thresholds.items()):
         if name not in candidate:
             reasons.append(
@@ -74,6 +84,9 @@ def gate(
             )
             continue
         value = candidate[name]
+        if not math.isfinite(value):
+            reasons.append(f"{name}: the candidate's value is {value}, not a finite number")
+            continue
         if value < float(minimum):
             reasons.append(f"{name}: {value:.4f} is below the threshold {float(minimum):.4f}")
         if name in production and value < production[name] - float(tolerance):
@@ -82,6 +95,18 @@ def gate(
                 f"by more than the tolerance {float(tolerance):.4f}"
             )
     return GateDecision(not reasons, reasons)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _now() -> str:
@@ -118,12 +143,19 @@ class ModelRegistry:
         return sorted(found, key=lambda v: int(_VERSION_RE.match(v).group(1)))  # type: ignore[union-attr]
 
     def register(self, checkpoint: str | Path, metrics: dict[str, Any], model_name: str) -> str:
-        """Copy a checkpoint into the registry with its metrics; returns the new version id."""
+        """Copy a checkpoint into the registry with its metrics; returns the new version id. Registering a
+        checkpoint the registry already holds (same bytes, same model name) returns that version instead: a
+        re-run of a killed pipeline does not make a second copy of the same model."""
         checkpoint = Path(checkpoint)
         if not checkpoint.is_file():
             raise FileNotFoundError(f"checkpoint {checkpoint} does not exist; train the model first")
         if not re.fullmatch(r"[A-Za-z0-9_.@-]+", model_name):
             raise ValueError(f"model name '{model_name}' may only hold letters, digits and _.@-")
+        digest = _sha256(checkpoint)
+        for known in reversed(self.versions()):
+            info = self.info(known)
+            if info.get("sha256") == digest and info.get("model_name") == model_name:
+                return known
         self.versions_dir.mkdir(parents=True, exist_ok=True)
         existing = self.versions()
         number = int(_VERSION_RE.match(existing[-1]).group(1)) + 1 if existing else 1  # type: ignore[union-attr]
@@ -138,7 +170,8 @@ class ModelRegistry:
         shutil.copy2(checkpoint, target / CHECKPOINT_FILE)
         _write_json(
             target / METRICS_FILE,
-            {"version": version, "model_name": model_name, "metrics": metrics, "registered_at": _now()},
+            {"version": version, "model_name": model_name, "metrics": metrics, "sha256": digest,
+             "registered_at": _now()},
         )
         return version
 

@@ -102,5 +102,51 @@ def test_load_production_returns_the_promoted_model(tiny_dataset, tmp_path):
     metrics = tmp_path / "metrics.json"
     metrics.write_text(json.dumps(METRICS))
     decision = gate_step(metrics, moved.root, {"weak.recall@10": 0.1}, 0.0, "vmcml", trained["checkpoint"])
-    assert decision["passed"] and decision["version"] == "v0002-vmcml"
-    assert moved.production()["checkpoint"] == "versions/v0002-vmcml/model.pt"
+    # the same checkpoint again (a re-run): no second copy, the registered version is promoted
+    assert decision["passed"] and decision["version"] == "v0001-vmcml" and moved.versions() == ["v0001-vmcml"]
+    assert moved.production()["checkpoint"] == "versions/v0001-vmcml/model.pt"
+
+
+@pytest.mark.parametrize(
+    ("thresholds", "tolerance", "metrics", "reason"),
+    [
+        ({"weak.recall@10": float("nan")}, 0.0, METRICS, "threshold weak.recall@10: nan is not a finite number"),
+        ({"weak.recall@10": float("inf")}, 0.0, METRICS, "threshold weak.recall@10: inf is not a finite number"),
+        ({"weak.recall@10": "0.3"}, 0.0, METRICS, "threshold weak.recall@10: '0.3' is not a finite number"),
+        ({"weak.recall@10": True}, 0.0, METRICS, "threshold weak.recall@10: True is not a finite number"),
+        ({"weak.recall@10": 0.1}, float("nan"), METRICS, "tolerance: nan is not a finite number"),
+        ({"weak.recall@10": 0.1}, 0.0, {"weak": {"recall@10": float("nan")}}, "the candidate's value is nan"),
+    ],
+)
+def test_gate_refuses_what_is_not_a_finite_number(thresholds, tolerance, metrics, reason):
+    decision = gate(metrics, thresholds, None, tolerance)
+    assert not decision.passed and any(reason in r for r in decision.reasons), decision.reasons
+
+
+def test_bgmrec_gate_refusal_has_its_own_exit_status_and_leaves_production(tmp_path):
+    from typer.testing import CliRunner
+
+    from bgmrec.cli import GATE_REFUSED_EXIT, app
+
+    registry = ModelRegistry(tmp_path / "registry")
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_bytes(b"weights")
+    registry.promote(registry.register(checkpoint, METRICS, "cmvae"))
+    production = (registry.root / "production.json").read_bytes()
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text('{"weak": {"recall@1": NaN, "recall@5": 0.9}}')
+    args = ["gate", "--metrics", str(metrics), "--checkpoint", str(checkpoint), "--model", "cmvae",
+            "--registry", str(registry.root), "--out", str(tmp_path / "gate.json")]
+    refused = CliRunner().invoke(app, [*args, "--params", str(tmp_path / "none.yaml")])
+    assert refused.exit_code == 1 and "configuration file not found" in refused.output
+    params = tmp_path / "params.yaml"
+    params.write_text("gate:\n  thresholds:\n    weak.recall@1: 0.3\n")
+    refused = CliRunner().invoke(app, [*args, "--params", str(params)])
+    assert refused.exit_code == GATE_REFUSED_EXIT, refused.output
+    assert "weak.recall@1: the candidate's value is nan" in refused.output
+    assert (registry.root / "production.json").read_bytes() == production
+    assert json.loads((tmp_path / "gate.json").read_text())["passed"] is False
+    params.write_text("gate:\n  thresholds:\n    weak.recall@1: .nan\n")
+    bad = CliRunner().invoke(app, [*args, "--params", str(params)])
+    assert bad.exit_code == 1 and "gate.thresholds" in bad.output
+    assert (registry.root / "production.json").read_bytes() == production
