@@ -13,6 +13,26 @@ app = typer.Typer(help="bgmrec: background music recommendation for short videos
 console = Console(stderr=True, soft_wrap=True)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"bgmrec {version('bgmrec')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """bgmrec: background music recommendation for short videos."""
+    from bgmrec.lifecycle import die_with_dvc
+
+    die_with_dvc()
+
+
 GATE_REFUSED_EXIT = 3
 
 
