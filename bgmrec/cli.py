@@ -410,16 +410,15 @@ def serve(
     import os
     import sys
 
-    from bgmrec.catalog import CATALOG_FILE
     from bgmrec.config import PARAMS_ENV
-    from bgmrec.registry import PRODUCTION_FILE
+    from bgmrec.registry import ModelRegistry, RegistryError
 
     config = _config(params)
     registry = (registry or Path(config.gate.registry)).resolve()
-    if not (registry / PRODUCTION_FILE).exists():
-        _fail(f"{registry}: no {PRODUCTION_FILE}; promote a model (bgmrec gate) first")
-    if not (registry / CATALOG_FILE).exists():
-        _fail(f"{registry}: no {CATALOG_FILE}; run `bgmrec build-catalog --registry {registry}` first")
+    try:  # one clear line and exit 1, rather than a server whose worker fails to start again and again
+        ModelRegistry(registry).check_servable()
+    except RegistryError as exc:
+        _fail(str(exc))
     env = {**os.environ, "BGMREC_REGISTRY": str(registry),
            "BENTOML_DO_NOT_TRACK": os.environ.get("BENTOML_DO_NOT_TRACK", "true")}
     config_path = _config_path(params)

@@ -26,11 +26,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bgmrec.catalog import CATALOG_FILE
+
 VERSIONS_DIR = "versions"
 PRODUCTION_FILE = "production.json"
 CHECKPOINT_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
 _VERSION_RE = re.compile(r"^v(\d{4,})-")
+
+
+class RegistryError(ValueError):
+    """A registry that cannot be used as it is (a damaged record or file); the message names it."""
 
 
 def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
@@ -198,9 +204,48 @@ class ModelRegistry:
         )
 
     def production(self) -> dict[str, Any] | None:
-        """The production record, or None when nothing was promoted yet."""
+        """The production record, or None when nothing was promoted yet (RegistryError if it is damaged)."""
         path = self.root / PRODUCTION_FILE
-        return json.loads(path.read_text()) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            record = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise RegistryError(f"{path} is damaged (not valid JSON: {exc}); restore it, or promote a version "
+                                "again") from None
+        if not isinstance(record, dict) or not isinstance(record.get("version"), str):
+            raise RegistryError(f"{path} is damaged: it names no production version")
+        return record
+
+    def check_servable(self) -> str:
+        """Check, cheaply, that the production model and the catalog can be served together; returns the
+        production version, or raises RegistryError naming the file and the problem."""
+        import pyarrow.parquet as pq
+        import torch
+
+        record = self.production()
+        if record is None:
+            raise RegistryError(f"{self.root}: no {PRODUCTION_FILE}; promote a model (bgmrec gate) first")
+        version = record["version"]
+        checkpoint = self.checkpoint(version)
+        try:
+            torch.load(checkpoint, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise RegistryError(f"{checkpoint}: the production checkpoint is missing") from None
+        except Exception as exc:  # noqa: BLE001 - a truncated or foreign file fails in many ways
+            raise RegistryError(f"{checkpoint}: the production checkpoint cannot be loaded ({exc})") from None
+        catalog = self.root / CATALOG_FILE
+        try:
+            metadata = pq.read_schema(catalog).metadata or {}
+        except FileNotFoundError:
+            raise RegistryError(f"{catalog}: no catalog; run `bgmrec build-catalog` first") from None
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several error types for a damaged file
+            raise RegistryError(f"{catalog} is damaged ({exc}); run `bgmrec build-catalog` again") from None
+        made_by = metadata.get(b"bgmrec_model_version", b"").decode()
+        if made_by and made_by != version:
+            raise RegistryError(f"{catalog} was embedded by model {made_by} but production is {version}; run "
+                                "`bgmrec build-catalog` again")
+        return version
 
     def checkpoint(self, version: str) -> Path:
         """The checkpoint file of a registered version (under ROOT wherever ROOT is now)."""

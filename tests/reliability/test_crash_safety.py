@@ -73,3 +73,42 @@ def test_without_dvc_nothing_is_watched():
     from bgmrec.lifecycle import die_with_dvc
 
     assert die_with_dvc({}) is False
+
+
+@pytest.mark.parametrize("damage", ["production.json", "catalog.parquet", "checkpoint", "other model"])
+def test_bgmrec_serve_on_a_damaged_registry_fails_once_with_one_clear_line(tmp_path, damage):
+    """Not a server whose worker fails to start again and again: exit 1 within seconds, naming the file."""
+    import numpy as np
+    import torch
+
+    from bgmrec.catalog import MusicCatalog
+    from bgmrec.registry import ModelRegistry
+
+    registry = ModelRegistry(tmp_path / "registry")
+    checkpoint = tmp_path / "model.pt"
+    torch.save({"name": "cmvae", "params": {}}, checkpoint)
+    version = registry.register(checkpoint, {}, "cmvae")
+    registry.promote(version)
+    ids = np.array(["a", "b"], dtype=object)
+
+    def catalog(model_version: str) -> None:
+        MusicCatalog(ids, ids, np.eye(2, dtype=np.float32), np.zeros(2), np.zeros(2, bool),
+                     model_version=model_version).save(registry.root / "catalog.parquet")
+
+    catalog(version)
+    truncated = {"production.json": registry.root / "production.json",
+                 "catalog.parquet": registry.root / "catalog.parquet",
+                 "checkpoint": registry.checkpoint(version)}.get(damage)
+    if truncated is not None:
+        truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+    else:
+        catalog("v9999-other")
+    started = time.monotonic()
+    result = subprocess.run([str(Path(sys.executable).parent / "bgmrec"), "serve", "--registry",
+                             str(registry.root)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and time.monotonic() - started < 30
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    expected = {"production.json": "production.json is damaged", "catalog.parquet": "catalog.parquet is damaged",
+                "checkpoint": "checkpoint cannot be loaded", "other model": "embedded by model v9999-other"}
+    assert expected[damage] in lines[0], lines[0]
