@@ -209,15 +209,23 @@ def online_music_vectors(
 
 
 def push_music(store: FeatureStore, vectors: MusicVectors, event_timestamp: datetime | None = None) -> int:
-    """Push new music rows to the online and offline stores at once (readable online immediately)."""
+    """Push music rows to the online store (readable at once) and to the offline store, idempotently: a row whose
+    music is already in the offline table is not appended again, so a re-run of a batch that was pushed before
+    (a run killed after its push) leaves no duplicate offline rows. Returns the rows new to the offline store."""
     from feast.data_source import PushMode
 
     ts = pd.Timestamp(event_timestamp or datetime.now(UTC))
     frame = music_features_table(vectors.ids, vectors.audio_embedding, vectors.audio_lld, ts).to_pandas()
     frame["audio_embedding"] = [np.asarray(v, dtype=np.float32) for v in frame["audio_embedding"]]
     frame["audio_lld"] = [np.asarray(v, dtype=np.float32) for v in frame["audio_lld"]]
-    store.push(MUSIC_PUSH_SOURCE, frame, to=PushMode.ONLINE_AND_OFFLINE)
-    return len(frame)
+    store.push(MUSIC_PUSH_SOURCE, frame, to=PushMode.ONLINE)
+    offline = Path(store.repo_path) / DATA_DIR / MUSIC_FEATURES_FILE
+    known = (set(pq.read_table(offline, columns=["music_id"]).column("music_id").to_pylist())
+             if offline.exists() else set())
+    fresh = frame[~frame["music_id"].isin(known)]
+    if len(fresh):
+        store.push(MUSIC_PUSH_SOURCE, fresh, to=PushMode.OFFLINE)
+    return len(fresh)
 
 
 def _service_columns(store: FeatureStore, service_name: str) -> dict[str, str]:

@@ -93,6 +93,13 @@ def test_pushed_music_is_readable_online_and_offline(repo, dataset):
     offline = store.get_historical_features(entity_df=entity_df, features=["music_vectors:audio_lld"]).to_df()
     np.testing.assert_allclose(np.asarray(offline["audio_lld"].iloc[0], np.float32), new.audio_lld[0])
 
+    # A re-run of the same batch (a run killed after its push) adds no duplicate offline rows.
+    table = repo / fs.DATA_DIR / "music_features.parquet"
+    rows = pd.read_parquet(table, columns=["music_id"])["music_id"].tolist()
+    assert fs.push_music(store, new) == 0
+    assert pd.read_parquet(table, columns=["music_id"])["music_id"].tolist() == rows
+    assert rows.count("pushed-1") == 1
+
 
 def test_missing_vectors_are_named(repo, tiny_dataset, tmp_path):
     store = fs.open_store(repo)
