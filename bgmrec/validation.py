@@ -2,13 +2,15 @@
 
 - Manifests (music.parquet, videos.parquet): ids present and unique, every video's music_id in music.parquet,
   description lengths bounded, media paths inside the data root and present on disk.
-- Feature tables (music_features.parquet, video_features.parquet): keys present and unique, one row per
+- Features: the manifests' keys and music references again (the feature tables are checked against them), then
+  per feature table (music_features.parquet, video_features.parquet): keys present and unique, one row per
   manifest id (row count and membership), every vector column passes `ExpectColumnValuesToBeEmbeddings`
   (length, finite, L2 norm in a plausible range; a null `text` means "no description" and is allowed).
 
-A run writes REPORT_DIR/summary.txt (short, names the offending rows), REPORT_DIR/result.json and Data Docs
-HTML under REPORT_DIR/data_docs/ (index.html). Relations GX has no row-level expectation for (foreign keys,
-paths) are checked through derived boolean columns so the offending rows are still reported by id.
+A run writes REPORT_DIR/summary.txt (short, names the offending rows: duplicated ids, unknown references, bad
+vectors with their length and norm), REPORT_DIR/result.json and Data Docs HTML under REPORT_DIR/data_docs/
+(index.html). Checks GX has no row-level expectation for (media paths, very large key sets) go through derived
+boolean columns, so the offending rows are still reported by id.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ DEFAULT_MIN_NORM = 1e-3  # an all-zero vector is an extractor that silently fail
 DEFAULT_MAX_NORM = 1e4
 REPORTED_IDS = 20  # ids per failure in summary.txt (result.json keeps up to STORED_IDS)
 STORED_IDS = 1000
+DESCRIBED_ROWS = 5  # bad vectors described (length, norm) in a failure's detail
+# GX copies an expectation's configuration hundreds of times per run: ExpectColumnValuesToBeInSet with 150k ids
+# takes ~30 s and writes every id into the Data Docs. Larger key sets are checked through a derived flag column.
+VALUE_SET_LIMIT = 10_000
 SUMMARY_FILE = "summary.txt"
 RESULT_FILE = "result.json"
 DOCS_DIR = "data_docs"
@@ -174,6 +180,19 @@ def _is_vector(value: Any) -> bool:
     return isinstance(value, list | tuple | np.ndarray) and np.ndim(value) == 1
 
 
+def describe_vector(value: Any) -> str:
+    """What a vector cell holds, for a report: its length and L2 norm, or why it has no norm."""
+    if not _is_vector(value):
+        return f"not a vector ({type(value).__name__})"
+    try:
+        vector = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return f"{len(value)} values, not all numbers"
+    if not np.isfinite(vector).all():
+        return f"{vector.size} values, NaN or infinite"
+    return f"{vector.size} values, L2 norm {np.linalg.norm(vector):.4g}"
+
+
 def modal_length(column: pd.Series) -> int | None:
     """The most common vector length in a column (the dataset's dimension), None if it holds no vectors."""
     lengths = [np.size(v) for v in column.dropna() if _is_vector(v)]
@@ -216,6 +235,34 @@ def _require_columns(
 
 def _key_expectations(gxe, key: str) -> list[Any]:
     return [gxe.ExpectColumnValuesToNotBeNull(column=key), gxe.ExpectColumnValuesToBeUnique(column=key)]
+
+
+def _in_keys(gxe, frame: pd.DataFrame, column: str, keys: pd.Series, source: str) -> Any:
+    """Expect every value of `column` to be one of `keys` (the key column of `source`)."""
+    known = pd.unique(keys.dropna())
+    meaning = f"{column} is in {source}"
+    if len(known) <= VALUE_SET_LIMIT:
+        return gxe.ExpectColumnValuesToBeInSet(column=column, value_set=known.tolist(), meta={"checks": meaning})
+    flag = f"{column}_in_{Path(source).stem}"
+    frame[flag] = frame[column].isin(set(known))
+    return _flag(gxe, flag, meaning)
+
+
+def _manifest_tables(
+    gxe, music: pd.DataFrame | None, videos: pd.DataFrame | None, failures: list[Failure]
+) -> dict[str, _Table]:
+    """music.parquet and videos.parquet (by file name) with what both suites rely on: keys present and unique,
+    every video's music_id in music.parquet."""
+    tables: dict[str, _Table] = {}
+    if music is not None and _require_columns(music, MUSIC_FILE, ("music_id",), failures):
+        tables[MUSIC_FILE] = _Table(MUSIC_FILE, music, "music_id", _key_expectations(gxe, "music_id"))
+    if videos is not None and _require_columns(videos, VIDEOS_FILE, ("video_id", "music_id"), failures):
+        expectations = _key_expectations(gxe, "video_id")
+        expectations.append(gxe.ExpectColumnValuesToNotBeNull(column="music_id"))
+        if MUSIC_FILE in tables:
+            expectations.append(_in_keys(gxe, videos, "music_id", music["music_id"], MUSIC_FILE))
+        tables[VIDEOS_FILE] = _Table(VIDEOS_FILE, videos, "video_id", expectations)
+    return tables
 
 
 def _flag(gxe, column: str, meaning: str) -> Any:
@@ -306,25 +353,37 @@ def _run(
 
 
 def _failure(table: _Table, result: Any) -> Failure:
+    """A failed expectation as a Failure naming the offending rows by key; duplicated ids, unknown references and
+    bad vectors are named from the result's unexpected values."""
     config = result.expectation_config
+    column = config.kwargs.get("column")
     kwargs = {k: v for k, v in config.kwargs.items() if k not in ("column", "batch_id", "value_set")}
     meaning = (config.meta or {}).get("checks")
     res = result.result or {}
-    ids: list[str] = []
-    for row in res.get("unexpected_index_list") or []:
-        value = row.get(table.key) if isinstance(row, dict) else row
-        ids.append(str(value))
-    if not ids and config.kwargs.get("column") == table.key:
-        ids = [str(v) for v in res.get("partial_unexpected_list") or []]
-    ids = list(dict.fromkeys(ids))[:STORED_IDS]
+    ids = [str(row.get(table.key) if isinstance(row, dict) else row) for row in res.get("unexpected_index_list") or []]
+    values = res.get("unexpected_list") or res.get("partial_unexpected_list") or []
+    if not ids and column == table.key:
+        ids = [str(v) for v in values]
     count = res.get("unexpected_count")
     if count is None:
-        detail = f"observed {res.get('observed_value')!r}, expected {kwargs}"
+        detail = f"observed {res.get('observed_value')!r}, expected {meaning or kwargs}"
         count = 1
+    elif config.type == "expect_column_values_to_be_unique":
+        ids = [str(v) for v in values]  # every row of a duplicated value is unexpected: name the values
+        detail = f"{len(set(ids))} duplicated {column} value(s) on {count} rows"
     else:
         detail = meaning or (", ".join(f"{k}={v}" for k, v in kwargs.items()) or "every row")
         detail = f"{count} row(s) unexpected; expected {detail}"
-    return Failure(table.name, config.type, config.kwargs.get("column"), detail, int(count), ids)
+        is_reference = config.type == "expect_column_values_to_be_in_set" and config.kwargs["value_set"] != [True]
+        if is_reference and column != table.key:
+            unknown = list(dict.fromkeys(str(v) for v in values))
+            more = f" and {len(unknown) - REPORTED_IDS} more" if len(unknown) > REPORTED_IDS else ""
+            detail += f"; unknown {column}: {', '.join(unknown[:REPORTED_IDS])}{more}"
+        elif config.type == "expect_column_values_to_be_embeddings":
+            rows = zip(ids[:DESCRIBED_ROWS], values[:DESCRIBED_ROWS], strict=False)
+            detail += "; " + "; ".join(f"{row_id}: {describe_vector(value)}" for row_id, value in rows)
+    ids = list(dict.fromkeys(ids))[:STORED_IDS]
+    return Failure(table.name, config.type, column, detail, int(count), ids)
 
 
 def validate_manifests(
@@ -339,26 +398,19 @@ def validate_manifests(
     dataset_dir = Path(dataset_dir)
     root = Path(data_root or dataset_dir).resolve()
     failures: list[Failure] = []
-    tables: list[_Table] = []
     music = _read(dataset_dir / MUSIC_FILE, failures)
     videos = _read(dataset_dir / VIDEOS_FILE, failures)
-    if music is not None and _require_columns(music, MUSIC_FILE, ("music_id",), failures):
-        expectations = _key_expectations(gxe, "music_id")
-        _add_path_checks(music, "audio_path", root, dataset_dir, gxe, expectations)
-        tables.append(_Table(MUSIC_FILE, music, "music_id", expectations))
-    if videos is not None and _require_columns(videos, VIDEOS_FILE, ("video_id", "music_id"), failures):
-        expectations = _key_expectations(gxe, "video_id")
-        expectations.append(gxe.ExpectColumnValuesToNotBeNull(column="music_id"))
-        if music is not None and "music_id" in music.columns:
-            videos["music_id_in_music"] = videos["music_id"].isin(set(music["music_id"].dropna()))
-            expectations.append(_flag(gxe, "music_id_in_music", f"music_id exists in {MUSIC_FILE}"))
+    tables = _manifest_tables(gxe, music, videos, failures)
+    if MUSIC_FILE in tables:
+        _add_path_checks(music, "audio_path", root, dataset_dir, gxe, tables[MUSIC_FILE].expectations)
+    if VIDEOS_FILE in tables:
+        expectations = tables[VIDEOS_FILE].expectations
         if "description" in videos.columns:
             expectations.append(
                 gxe.ExpectColumnValueLengthsToBeBetween(column="description", max_value=max_description_chars)
             )
         _add_path_checks(videos, "video_path", root, dataset_dir, gxe, expectations)
-        tables.append(_Table(VIDEOS_FILE, videos, "video_id", expectations))
-    return _run("manifests", dataset_dir, Path(report_dir), tables, failures)
+    return _run("manifests", dataset_dir, Path(report_dir), list(tables.values()), failures)
 
 
 def _feature_table(
@@ -377,10 +429,11 @@ def _feature_table(
     expectations.append(gxe.ExpectColumnValuesToNotBeNull(column="event_timestamp"))
     problems: list[Failure] = []
     if manifest_ids is not None:
-        expectations.append(gxe.ExpectTableRowCountToEqual(value=int(len(manifest_ids))))
-        frame[f"{key}_in_manifest"] = frame[key].isin(set(manifest_ids))
-        expectations.append(_flag(gxe, f"{key}_in_manifest", f"{key} is in {manifest_name}"))
-        missing = sorted(set(manifest_ids.astype(str)) - set(frame[key].astype(str)))
+        rows = int(manifest_ids.nunique())
+        meaning = f"one row per id of {manifest_name}: {rows}"
+        expectations.append(gxe.ExpectTableRowCountToEqual(value=rows, meta={"checks": meaning}))
+        expectations.append(_in_keys(gxe, frame, key, manifest_ids, manifest_name))
+        missing = sorted(set(manifest_ids.dropna().astype(str)) - set(frame[key].astype(str)))
         if missing:
             problems.append(
                 Failure(
@@ -424,11 +477,11 @@ def validate_features(
     gxe = gx.expectations
     dataset_dir = Path(dataset_dir)
     failures: list[Failure] = []
-    tables: list[_Table] = []
     dims = dict(expected_dims or {})
     norms = (float(min_norm), float(max_norm))
     music = _read(dataset_dir / MUSIC_FILE, failures)
     videos = _read(dataset_dir / VIDEOS_FILE, failures)
+    tables = list(_manifest_tables(gxe, music, videos, failures).values())
     specs: list[tuple[str, str, tuple[str, ...], pd.DataFrame | None, str]] = [
         (MUSIC_FEATURES_FILE, "music_id", MUSIC_VECTOR_COLUMNS, music, MUSIC_FILE),
         (VIDEO_FEATURES_FILE, "video_id", VIDEO_VECTOR_COLUMNS, videos, VIDEOS_FILE),

@@ -1,5 +1,7 @@
 """Dataset contract, splits and the simulator."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -7,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bgmrec.cli import app
-from bgmrec.data.contract import DatasetError, load_dataset
+from bgmrec.data.contract import MAX_NAMED_ROWS, DatasetError, load_dataset
 from bgmrec.data.simulate import SCALES, popularity_counts
 from bgmrec.data.splits import load_split, make_split, popularity_strata, save_split
 
@@ -28,11 +30,24 @@ def test_tiny_dataset_loads_with_dims_from_data(tiny_dataset):
     assert np.all(ds.video_vectors.text[~ds.video_vectors.has_text] == 0)
 
 
+def _zero_vector(root, file, column, row):
+    frame = pd.read_parquet(root / file)
+    frame.at[row, column] = np.zeros(len(frame.at[row, column]), np.float32)
+    frame.to_parquet(root / file)
+    return frame.iat[row, 0]
+
+
+def _duplicate_row(root, file, row):
+    frame = pd.read_parquet(root / file)
+    pd.concat([frame, frame.iloc[[row]]], ignore_index=True).to_parquet(root / file)
+    return frame.iat[row, 0]
+
+
 @pytest.mark.parametrize(
     "corrupt,expected",
     [
-        ("duplicate", "video_id v0000001: duplicate id"),
-        ("orphan", "music_id m99999 is not in music.parquet"),
+        ("duplicate", "video_id v0000001: duplicate id (2 rows)"),
+        ("orphan", "videos.parquet: video v0000003: music_id m99999 is not in music.parquet"),
         ("length", "'visual' has 63 values, expected 64"),
         ("nan", "'audio_lld' contains NaN"),
     ],
@@ -57,11 +72,92 @@ def test_bad_dataset_rejected_naming_file_id_problem(tiny_dataset, tmp_path, cor
         row[3] = np.nan
         f.at[7, "audio_lld"] = row
         f.to_parquet(tmp_path / "music_features.parquet")
-    with pytest.raises(DatasetError, match=expected):
+    with pytest.raises(DatasetError, match=re.escape(expected)):
         load_dataset(tmp_path)
     result = CliRunner().invoke(app, ["check-dataset", "--dataset", str(tmp_path)])
-    assert result.exit_code != 0
-    assert expected.split(":")[0] in result.output or expected in result.output
+    assert result.exit_code == 1
+    assert expected in result.output
+
+
+@pytest.mark.parametrize(
+    "file,column,id_column,row",
+    [
+        ("video_features.parquet", "visual", "video_id", 6),
+        ("video_features.parquet", "text", "video_id", None),
+        ("music_features.parquet", "audio_embedding", "music_id", 4),
+        ("music_features.parquet", "audio_lld", "music_id", 9),
+    ],
+)
+def test_zero_norm_vector_rejected_naming_file_id_column_and_norm(tiny_dataset, tmp_path, file, column, id_column, row):
+    _copy(tiny_dataset, tmp_path)
+    if row is None:  # a video with a description: a null text is allowed, an all-zero one is not
+        row = int(pd.read_parquet(tmp_path / file)[column].notna().to_numpy().argmax())
+    bad_id = _zero_vector(tmp_path, file, column, row)
+    dim = len(pd.read_parquet(tmp_path / file).at[row, column])
+    with pytest.raises(DatasetError) as caught:
+        load_dataset(tmp_path)
+    assert caught.value.problems == [
+        f"{file}: {id_column} {bad_id}: '{column}' has L2 norm 0 (all {dim} values are zero), a failed extraction: "
+        "re-extract it"
+    ]
+    result = CliRunner().invoke(app, ["check-dataset", "--dataset", str(tmp_path)])
+    assert result.exit_code == 1
+    assert f"{file}: {id_column} {bad_id}: '{column}' has L2 norm 0" in result.output
+
+
+@pytest.mark.parametrize(
+    "file", ["music.parquet", "videos.parquet", "music_features.parquet", "video_features.parquet"]
+)
+def test_duplicate_id_rejected_naming_the_id_and_its_rows(tiny_dataset, tmp_path, file):
+    _copy(tiny_dataset, tmp_path)
+    dup = _duplicate_row(tmp_path, file, 5)
+    id_column = "video_id" if "video" in file else "music_id"
+    with pytest.raises(DatasetError) as caught:
+        load_dataset(tmp_path)
+    assert f"{file}: {id_column} {dup}: duplicate id (2 rows)" in caught.value.problems
+    result = CliRunner().invoke(app, ["check-dataset", "--dataset", str(tmp_path)])
+    assert result.exit_code == 1
+    assert f"{file}: {id_column} {dup}: duplicate id (2 rows)" in result.output
+
+
+def test_many_duplicates_report_the_total_first_then_the_first_ids(tiny_dataset, tmp_path):
+    _copy(tiny_dataset, tmp_path)
+    videos = pd.read_parquet(tmp_path / "videos.parquet")
+    ids = videos["video_id"].tolist()
+    videos.loc[100:130, "video_id"] = ids[:31]  # 31 ids on two rows each
+    videos.to_parquet(tmp_path / "videos.parquet")
+    with pytest.raises(DatasetError) as caught:
+        load_dataset(tmp_path, require_features=False)
+    problems = caught.value.problems
+    assert problems[0] == (
+        f"videos.parquet: 31 video_id values are duplicated (62 rows); the first {MAX_NAMED_ROWS} follow"
+    )
+    assert problems[1:] == [f"videos.parquet: video_id {i}: duplicate id (2 rows)" for i in ids[:MAX_NAMED_ROWS]]
+    assert "31 video_id values are duplicated" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "file,kind,manifest",
+    [("music_features.parquet", "music", "music.parquet"), ("video_features.parquet", "video", "videos.parquet")],
+)
+def test_feature_row_of_an_unknown_id_rejected(tiny_dataset, tmp_path, file, kind, manifest):
+    _copy(tiny_dataset, tmp_path)
+    frame = pd.read_parquet(tmp_path / file)
+    replaced = frame.iat[2, 0]
+    frame.iat[2, 0] = "ghost"
+    frame.to_parquet(tmp_path / file)
+    with pytest.raises(DatasetError) as caught:
+        load_dataset(tmp_path)
+    assert caught.value.problems == [
+        f"{file}: {kind} {replaced}: no feature row",
+        f"{file}: {kind} ghost: not in {manifest}",
+    ]
+
+
+def test_clean_dataset_passes_check_dataset(tiny_dataset):
+    result = CliRunner().invoke(app, ["check-dataset", "--dataset", str(tiny_dataset)])
+    assert result.exit_code == 0, result.output
+    assert "ok:" in result.output
 
 
 def test_splits_are_disjoint_deterministic_and_strong_music_unseen(tiny_dataset, tmp_path):

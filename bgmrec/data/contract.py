@@ -7,7 +7,9 @@
 | video_features.parquet | video_id, event_timestamp, visual (list<float32>), text (list<float32> or null) |
 
 Vector lengths are read from the data, never hard-coded. `load_dataset` checks everything and raises a
-`DatasetError` whose message names the file, the row id and the problem, so a bad dataset never trains.
+`DatasetError` whose message names the file, the row id and the problem, so a bad dataset never trains:
+ids present and unique, every video's music_id in music.parquet, one feature row per manifest id, every vector
+of the column's length, finite and not all zeros (a zero vector is an extraction that failed silently).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ VIDEO_FEATURES_FILE = "video_features.parquet"
 MUSIC_VECTOR_COLUMNS = ("audio_embedding", "audio_lld")
 VIDEO_VECTOR_COLUMNS = ("visual", "text")
 MAX_REPORTED_PROBLEMS = 20
+MAX_NAMED_ROWS = 10  # rows named per check; a line with the total leads when there are more
 
 
 class DatasetError(ValueError):
@@ -116,9 +119,10 @@ class Dataset:
 def _vector_matrix(
     table: pa.Table, column: str, file: str, id_column: str, nullable: bool, problems: list[str]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Turn a list<float> column into a dense float32 matrix and a presence mask, checking length and finiteness.
+    """Turn a list<float> column into a dense float32 matrix and a presence mask, checking each vector.
 
-    The vector length is the most common length in the column; rows of another length are problems.
+    The vector length is the most common length in the column; rows of another length, with NaN or infinite
+    values, or all zeros are problems.
     """
     ids = table.column(id_column).to_numpy(zero_copy_only=False)
     col = table.column(column).combine_chunks()
@@ -130,9 +134,10 @@ def _vector_matrix(
         problems.append(f"{file}: column '{column}' has type {col.type}, expected list<float32>")
         return np.zeros((len(ids), 0), np.float32), np.zeros(len(ids), bool)
     present = col.is_valid().to_numpy(zero_copy_only=False)
-    if not nullable and not present.all():
-        for i in np.flatnonzero(~present)[:MAX_REPORTED_PROBLEMS]:
-            problems.append(f"{file}: {id_column} {ids[i]}: '{column}' is null")
+    if not nullable:
+        null = np.flatnonzero(~present)
+        lines = [f"{file}: {id_column} {ids[i]}: '{column}' is null" for i in null]
+        _name_rows(problems, lines, f"{file}: {len(null)} rows have a null '{column}'")
     if pa.types.is_fixed_size_list(col.type):
         lengths = np.where(present, col.type.list_size, 0)
     else:
@@ -142,8 +147,9 @@ def _vector_matrix(
     values, counts = np.unique(lengths[present], return_counts=True)
     dim = int(values[np.argmax(counts)])
     wrong = present & (lengths != dim)
-    for i in np.flatnonzero(wrong)[:MAX_REPORTED_PROBLEMS]:
-        problems.append(f"{file}: {id_column} {ids[i]}: '{column}' has {lengths[i]} values, expected {dim}")
+    lines = [f"{file}: {id_column} {ids[i]}: '{column}' has {lengths[i]} values, expected {dim}"
+             for i in np.flatnonzero(wrong)]
+    _name_rows(problems, lines, f"{file}: {len(lines)} rows have a '{column}' of another length than {dim}")
     if dim == 0:
         problems.append(f"{file}: column '{column}' has empty vectors")
     matrix = np.zeros((len(ids), dim), np.float32)
@@ -152,21 +158,38 @@ def _vector_matrix(
         flat = pc.list_flatten(col.filter(pa.array(ok))).to_numpy(zero_copy_only=False)
         matrix[ok] = np.asarray(flat, dtype=np.float32).reshape(-1, dim)
     finite = np.isfinite(matrix).all(axis=1)
-    for i in np.flatnonzero(~finite)[:MAX_REPORTED_PROBLEMS]:
-        problems.append(f"{file}: {id_column} {ids[i]}: '{column}' contains NaN or infinite values")
+    lines = [f"{file}: {id_column} {ids[i]}: '{column}' contains NaN or infinite values"
+             for i in np.flatnonzero(~finite)]
+    _name_rows(problems, lines, f"{file}: {len(lines)} rows have NaN or infinite values in '{column}'")
+    # Exactly zero, not a small norm: the plausible norm range is the feature suite's (validation.min_norm).
+    zero = np.flatnonzero(ok & ~matrix.any(axis=1))
+    lines = [f"{file}: {id_column} {ids[i]}: '{column}' has L2 norm 0 (all {dim} values are zero), a failed "
+             "extraction: re-extract it" for i in zero]
+    _name_rows(problems, lines, f"{file}: {len(zero)} rows have an all-zero '{column}' (L2 norm 0)")
     return matrix, ok & finite
 
 
+def _name_rows(problems: list[str], lines: list[str], total: str) -> None:
+    """Add the first MAX_NAMED_ROWS of `lines` (one per offending row); when there are more, `total` (the count)
+    leads, so a truncated report still says how many rows are wrong."""
+    if len(lines) > MAX_NAMED_ROWS:
+        problems.append(f"{total}; the first {MAX_NAMED_ROWS} follow")
+    problems.extend(lines[:MAX_NAMED_ROWS])
+
+
 def _check_ids(frame: pd.DataFrame, file: str, id_column: str, problems: list[str]) -> None:
+    """Ids present and unique; a duplicate names the id and how many rows carry it."""
     if id_column not in frame.columns:
         problems.append(f"{file}: missing column '{id_column}'")
         return
     ids = frame[id_column]
-    for i in np.flatnonzero(ids.isna().to_numpy())[:MAX_REPORTED_PROBLEMS]:
-        problems.append(f"{file}: row {i}: {id_column} is null")
-    dup = ids[ids.duplicated(keep="first") & ids.notna()]
-    for value in dup.unique()[:MAX_REPORTED_PROBLEMS]:
-        problems.append(f"{file}: {id_column} {value}: duplicate id")
+    null = [f"{file}: row {i}: {id_column} is null" for i in np.flatnonzero(ids.isna().to_numpy())]
+    _name_rows(problems, null, f"{file}: {len(null)} rows have a null {id_column}")
+    rows_per_id = ids.value_counts(sort=False)
+    duplicated = ids[ids.duplicated(keep="first") & ids.notna()].unique()
+    lines = [f"{file}: {id_column} {value}: duplicate id ({rows_per_id[value]} rows)" for value in duplicated]
+    total = f"{file}: {len(duplicated)} {id_column} values are duplicated ({rows_per_id[duplicated].sum()} rows)"
+    _name_rows(problems, lines, total)
 
 
 def _read_manifest(path: Path, problems: list[str]) -> pd.DataFrame | None:
@@ -203,10 +226,9 @@ def load_manifests(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         elif music is not None and "music_id" in music.columns:
             known = set(music["music_id"].dropna())
             orphan = videos[~videos["music_id"].isin(known)]
-            for vid, mid in list(zip(orphan["video_id"], orphan["music_id"], strict=True))[:MAX_REPORTED_PROBLEMS]:
-                problems.append(f"{VIDEOS_FILE}: video {vid}: music_id {mid} is not in {MUSIC_FILE}")
-            if len(orphan) > MAX_REPORTED_PROBLEMS:
-                problems.append(f"{VIDEOS_FILE}: {len(orphan)} videos in all have an unknown music_id")
+            lines = [f"{VIDEOS_FILE}: video {vid}: music_id {mid} is not in {MUSIC_FILE}"
+                     for vid, mid in zip(orphan["video_id"], orphan["music_id"], strict=True)]
+            _name_rows(problems, lines, f"{VIDEOS_FILE}: {len(orphan)} videos have a music_id not in {MUSIC_FILE}")
         if "description" not in videos.columns:
             videos["description"] = None
     if problems:
@@ -249,17 +271,18 @@ def read_video_vectors(path: Path, problems: list[str]) -> tuple[VideoVectors, n
     return VideoVectors(ids, visual, text, has_text), ts
 
 
-def _align(order: np.ndarray, ids: np.ndarray, file: str, kind: str, problems: list[str]) -> np.ndarray | None:
-    """Row index into `ids` for each id of `order`; every id must have exactly one row."""
+def _align(
+    order: np.ndarray, ids: np.ndarray, file: str, kind: str, manifest: str, problems: list[str]
+) -> np.ndarray | None:
+    """Row index into `ids` for each id of `order` (the manifest's); every id must have exactly one row."""
     position = pd.Index(ids)
     if not position.is_unique:
         return None
     index = position.get_indexer(order)
-    for i in np.flatnonzero(index < 0)[:MAX_REPORTED_PROBLEMS]:
-        problems.append(f"{file}: {kind} {order[i]}: no feature row")
-    extra = np.setdiff1d(ids.astype(str), order.astype(str))
-    for value in extra[:MAX_REPORTED_PROBLEMS]:
-        problems.append(f"{file}: {kind} {value}: not in the manifest")
+    missing = [f"{file}: {kind} {order[i]}: no feature row" for i in np.flatnonzero(index < 0)]
+    _name_rows(problems, missing, f"{file}: {len(missing)} ids of {manifest} have no feature row")
+    extra = [f"{file}: {kind} {value}: not in {manifest}" for value in np.setdiff1d(ids.astype(str), order.astype(str))]
+    _name_rows(problems, extra, f"{file}: {len(extra)} ids are not in {manifest}")
     return index
 
 
@@ -285,12 +308,12 @@ def load_dataset(root: str | Path, require_features: bool = True) -> Dataset:
     video_read = read_video_vectors(root / VIDEO_FEATURES_FILE, problems)
     if music_read is not None:
         mv, _ = music_read
-        index = _align(music["music_id"].to_numpy(), mv.ids, MUSIC_FEATURES_FILE, "music", problems)
+        index = _align(music["music_id"].to_numpy(), mv.ids, MUSIC_FEATURES_FILE, "music", MUSIC_FILE, problems)
         if index is not None and (index >= 0).all():
             dataset.music_vectors = mv.subset(index)
     if video_read is not None:
         vv, _ = video_read
-        index = _align(videos["video_id"].to_numpy(), vv.ids, VIDEO_FEATURES_FILE, "video", problems)
+        index = _align(videos["video_id"].to_numpy(), vv.ids, VIDEO_FEATURES_FILE, "video", VIDEOS_FILE, problems)
         if index is not None and (index >= 0).all():
             dataset.video_vectors = vv.subset(index)
     if problems:
