@@ -51,6 +51,7 @@ from pydantic import Field
 from bgmrec.catalog import CATALOG_FILE, CatalogError, MusicCatalog, load_catalog
 from bgmrec.models.base import TorchRecommender
 from bgmrec.registry import CHECKPOINT_FILE, ModelRegistry
+from serving import client_errors
 from serving.guard import RequestGuard
 from serving.monitor import BATCH_SIZE, RECOMMENDATIONS, DiversityMonitor, count_error
 from serving.schemas import (
@@ -139,6 +140,7 @@ class BgmRecommender:
         import torch
         from threadpoolctl import threadpool_limits
 
+        client_errors.install()
         self.startup = STARTUP
         self.settings = SETTINGS
         # Parallelism comes from the request threads: a multi-threaded BLAS per request spin-waits against them
@@ -158,9 +160,10 @@ class BgmRecommender:
             stored = Path(self.bento_model.path)
             version = str(self.bento_model.info.metadata.get("registry_version", self.bento_model.tag))
             self._serve(ServedState(load_model(stored / CHECKPOINT_FILE),
-                                    self._indexed(load_catalog(stored / CATALOG_FILE)), version))
+                                    load_catalog(stored / CATALOG_FILE, STARTUP.catalog), version))
         else:
-            self._serve(load_registry_state(self.registry, registry_stamp(self.registry.root), None, self._indexed))
+            self._serve(load_registry_state(self.registry, registry_stamp(self.registry.root), None,
+                                            STARTUP.catalog))
         self.monitor = DiversityMonitor(self.catalog, self.settings.monitor_window, self.settings.monitor_interval_s)
         self.monitor.start()
         if self.settings.model_source == "registry" and self.settings.registry_poll_s > 0:
@@ -208,7 +211,7 @@ class BgmRecommender:
             if stamp == current.stamp:
                 return False
             try:
-                fresh = load_registry_state(self.registry, stamp, current, self._indexed)
+                fresh = load_registry_state(self.registry, stamp, current, STARTUP.catalog)
             except Exception as exc:  # noqa: BLE001 - whatever is wrong with the files, keep serving
                 self._unservable = stamp
                 logger.warning("registry %s not swapped in, still serving model %s, catalog version %s: %s",
@@ -226,10 +229,6 @@ class BgmRecommender:
                 self.sync_with_registry()
             except Exception:  # noqa: BLE001 - the follower must outlive any one bad poll
                 logger.exception("registry poll failed")
-
-    def _indexed(self, catalog: MusicCatalog) -> MusicCatalog:
-        """Large catalogs get the coarse index (exact search reads the whole matrix per query)."""
-        return catalog.with_index() if len(catalog) >= self.settings.ann_min_size else catalog
 
     # -- the one request path ------------------------------------------------------------------------------
 
@@ -364,7 +363,7 @@ class BgmRecommender:
             with self._refresh_lock:
                 try:
                     fresh = load_registry_state(self.registry, registry_stamp(self.registry.root), self.state,
-                                                self._indexed)
+                                                STARTUP.catalog)
                 except (CatalogError, FileNotFoundError, ValueError) as exc:
                     raise self._reject(endpoint, "catalog_file", str(exc), NotFound) from exc
                 self._serve(fresh)

@@ -9,12 +9,11 @@ reads a registry's production model and catalog aside and refuses a pair that ca
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from bgmrec.catalog import CATALOG_FILE, CatalogError, MusicCatalog, load_catalog
-from bgmrec.config import ServingSettings, load_config
+from bgmrec.config import CatalogSettings, ServingSettings, load_config
 from bgmrec.models.base import TorchRecommender
 from bgmrec.registry import PRODUCTION_FILE, ModelRegistry
 
@@ -25,6 +24,7 @@ class StartupConfig:
     registry and the Feast repo are, and the admin token."""
 
     settings: ServingSettings
+    catalog: CatalogSettings
     registry: Path
     feature_repo: Path | None
     feast_config: str
@@ -36,6 +36,7 @@ class StartupConfig:
         config = load_config()  # $BGMREC_PARAMS, else the defaults
         return cls(
             settings=config.serving.with_env(env),
+            catalog=config.catalog,
             registry=Path(env.get("BGMREC_REGISTRY") or config.gate.registry),
             feature_repo=Path(env["BGMREC_FEATURE_REPO"]) if env.get("BGMREC_FEATURE_REPO") else None,
             feast_config=config.feast.config,
@@ -77,19 +78,18 @@ def registry_stamp(root: Path) -> tuple:
 
 
 def load_registry_state(
-    registry: ModelRegistry, stamp: tuple, current: ServedState | None,
-    prepare: Callable[[MusicCatalog], MusicCatalog] = lambda catalog: catalog,
+    registry: ModelRegistry, stamp: tuple, current: ServedState | None, catalog_settings: CatalogSettings
 ) -> ServedState:
     """The registry's production model and catalog, loaded aside (the model is reused when its version did not
-    change; `prepare` readies the catalog for search). Raises when they cannot be served together: no production
-    model, a catalog that is missing or empty, or one embedded by another model than production's."""
+    change; a large catalog with the vector index saved beside it). Raises when they cannot be served together:
+    no production model, a catalog that is missing or empty, or one embedded by another model than production's."""
     root = registry.root
     record = registry.production()
     if record is None:
         raise FileNotFoundError(f"{root}: no {PRODUCTION_FILE}; promote a model (bgmrec gate) first")
     version = str(record["version"])
     model = current.model if current is not None and current.model_version == version else registry.load_production()
-    catalog = load_catalog(root / CATALOG_FILE)
+    catalog = load_catalog(root / CATALOG_FILE, catalog_settings)
     if len(catalog) == 0:
         raise CatalogError(f"{root / CATALOG_FILE}: the catalog is empty")
     if catalog.model_version and catalog.model_version != version:
@@ -98,4 +98,4 @@ def load_registry_state(
     if current is not None and current.model_version == version and catalog.dim != current.catalog.dim:
         raise CatalogError(f"{root / CATALOG_FILE}: embeddings have {catalog.dim} dims, the model embeds in "
                            f"{current.catalog.dim}")
-    return ServedState(model, prepare(catalog), version, stamp)
+    return ServedState(model, catalog, version, stamp)

@@ -709,3 +709,35 @@ def test_diversity_window_matches_metrics_diversity():
     assert got.keys() == expected.keys()
     for name, value in expected.items():
         assert got[name] == pytest.approx(value, rel=1e-5), name
+
+
+@pytest.mark.unit
+def test_client_errors_are_one_warning_line_and_server_errors_keep_their_traceback():
+    import logging
+
+    from bentoml.exceptions import NotFound
+    from pydantic import BaseModel
+
+    from serving.client_errors import ClientErrorFilter
+
+    class Body(BaseModel):
+        k: int
+
+    def record(exc: BaseException) -> logging.LogRecord:
+        try:
+            raise exc
+        except BaseException:
+            return logging.LogRecord("bentoml", logging.ERROR, __file__, 1, "Exception on %s [POST]",
+                                     ("/catalog",), sys.exc_info())
+
+    try:
+        Body.model_validate({"k": "x"})
+    except Exception as exc:  # noqa: BLE001
+        invalid = record(exc)
+    for client_error in (invalid, record(NotFound("video_id 'x' is not in the feature store"))):
+        assert ClientErrorFilter().filter(client_error)
+        assert client_error.levelno == logging.WARNING and client_error.exc_info is None
+        assert "\n" not in client_error.getMessage() and "Exception on /catalog [POST]: 4" in client_error.getMessage()
+    bug = record(ZeroDivisionError("division by zero"))
+    assert ClientErrorFilter().filter(bug)
+    assert bug.levelno == logging.ERROR and bug.exc_info is not None
