@@ -445,7 +445,9 @@ class BgmRecommender:
         try:
             visual, text = embed_video_file(path, description)
         except ValueError as exc:
-            raise self._reject(endpoint, "corrupt_upload", f"video upload could not be decoded: {exc}") from exc
+            # the decoder names the server's temporary file: the client is told about "the upload" instead
+            reason = str(exc).replace(str(path), "the upload").replace(path.name, "the upload")
+            raise self._reject(endpoint, "corrupt_upload", f"video upload could not be decoded: {reason}") from exc
         dims = self.model.dims
         if len(visual) != dims["visual"]:
             raise self._reject(

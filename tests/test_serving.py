@@ -302,6 +302,7 @@ def test_bad_uploads(client, content, status, message):
     r = client.post("/recommend_by_upload", files={"video": ("v.mp4", content, "video/mp4")})
     assert r.status_code == status, r.text
     assert message in _error(r)
+    assert "/tmp" not in r.text and "v.mp4" not in r.text, "an error body names a server path"
 
 
 # --- catalog and refresh --------------------------------------------------------------------------------------
