@@ -355,12 +355,14 @@ def build_catalog_command(
     ] = None,
     params: ParamsOption = None,
 ) -> None:
-    """Embed the dataset's music with the production model into the serving catalog (REGISTRY/catalog.parquet)."""
+    """Embed the dataset's music with the production model into the serving catalog (REGISTRY/catalog.parquet),
+    with its vector index beside it from `catalog.index_min_size` music on."""
     from bgmrec.steps import build_catalog_step
 
     config = _config(params)
     try:
-        result = build_catalog_step(dataset or Path(config.data.dataset), registry or Path(config.gate.registry))
+        result = build_catalog_step(dataset or Path(config.data.dataset), registry or Path(config.gate.registry),
+                                    catalog_settings=config.catalog)
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     print(json.dumps(result))

@@ -157,7 +157,6 @@ class ServingSettings(_Section):
     monitor_interval_s: float = Field(1.0, ge=0, allow_inf_nan=False)
     torch_threads: int = Field(1, ge=1)
     blas_threads: int = Field(1, ge=1)
-    ann_min_size: int = Field(200_000, ge=1)
     # BentoML's adaptive batching of /recommend_by_features: most queries per model call, and the latency past
     # which its dispatcher sheds a waiting query with a 503 rather than answer it late (the batching window
     # itself adapts to the traffic).
@@ -180,6 +179,24 @@ class ServingSettings(_Section):
             raise ConfigError("environment: " + "; ".join(problems)) from None
 
 
+class CatalogSettings(_Section):
+    """Catalog search (bgmrec/catalog.py): exact matrix products below `index_min_size` music, a faiss HNSW index
+    from there on. The defaults are the measured choice (docs/decisions/vector-index.md): the lowest-latency
+    setting with recall@20 >= 0.98 against exact search on a clustered 1M x 512 catalog."""
+
+    index_min_size: int = Field(200_000, ge=1)
+    # HNSW graph: neighbours per node (M) and the candidate list while building (efConstruction); both fixed when
+    # the index is built (`bgmrec build-catalog`).
+    hnsw_m: int = Field(32, ge=4)
+    ef_construction: int = Field(128, ge=16)
+    # Candidate list while searching (efSearch): recall against latency; read when a catalog is loaded, so it can
+    # change without rebuilding. A query needing a larger pool (large k, many exclusions) searches with that.
+    ef_search: int = Field(128, ge=16)
+    # What the index stores per music: "Flat" float32 (4 bytes/dim) or "SQ8" 8-bit scalar-quantised (1 byte/dim);
+    # the catalog re-scores the candidates with its float32 embeddings either way.
+    storage: Literal["Flat", "SQ8"] = "Flat"
+
+
 def _default_models() -> dict[str, dict[str, Any]]:
     return {"cmvae": {}, "vmcml": {}, "cevar": {}}
 
@@ -195,6 +212,7 @@ class Config(_Section):
     gate: GateSettings = Field(default_factory=GateSettings)
     kubeflow: KubeflowSettings = Field(default_factory=KubeflowSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
+    catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     sample_media: dict[str, Any] = Field(default_factory=dict)
     extract: dict[str, Any] = Field(default_factory=dict)
     batch: dict[str, Any] = Field(default_factory=dict)

@@ -52,7 +52,7 @@ def build_new_music_batch_pipeline(config: Config | None = None):
             ).set_display_name("embed with the production music encoder")
             refresh = on_cluster(
                 refresh_catalog(batch=extract.outputs["features"], embeddings=embed.outputs["embeddings"],
-                                registry_dir=registry_dir),
+                                registry_dir=registry_dir, params_path=params_path),
                 settings,
             ).set_display_name("refresh serving catalog").after(push)
             with dsl.If(ingest.outputs["has_videos"] == True, name="batch-has-videos"):  # noqa: E712

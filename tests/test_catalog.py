@@ -1,11 +1,18 @@
-"""The music catalog: exact top-K, exclusions, MMR, popularity debiasing, add, save/load, build from a model."""
+"""The music catalog: exact top-K, exclusions, MMR, popularity debiasing, add, save/load, build from a model,
+and search through the persisted vector index from `index_min_size` music on."""
 
 from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
 
 import numpy as np
 import pytest
 
-from bgmrec.catalog import CatalogError, MusicCatalog, build_catalog, load_catalog
+from bgmrec.catalog import CatalogError, MusicCatalog, VectorIndex, build_catalog, index_files, load_catalog
+from bgmrec.config import CatalogSettings
 from bgmrec.metrics import diversity
 
 pytestmark = pytest.mark.unit
@@ -135,65 +142,166 @@ def test_build_catalog_embeds_music_with_the_model(tiny_dataset):
     assert np.array_equal(built.top_k(video[0], 5).index, np.argsort(-scores, kind="stable")[:5])
 
 
-def _clustered_catalog(n: int = 4000, d: int = 16, clusters: int = 40) -> MusicCatalog:
-    rng = np.random.default_rng(7)
+# A small threshold so that a catalog of 2,000 music is indexed, as 200k+ are in production.
+SMALL = CatalogSettings(index_min_size=1000)
+
+
+def _clustered_catalog(n: int = 2000, d: int = 32, clusters: int = 40, model_version: str = "v1",
+                       seed: int = 7) -> MusicCatalog:
+    rng = np.random.default_rng(seed)
     centres = rng.standard_normal((clusters, d))
-    x = centres[rng.integers(0, clusters, n)] + 0.3 * rng.standard_normal((n, d))
+    x = centres[rng.integers(0, clusters, n)] + 0.6 * rng.standard_normal((n, d))
     ids = np.array([f"c{i}" for i in range(n)], dtype=object)
-    return MusicCatalog(ids, ids, x.astype(np.float32), rng.zipf(1.5, n).astype(float), np.zeros(n, bool))
+    return MusicCatalog(ids, ids, x.astype(np.float32), rng.zipf(1.5, n).astype(float), np.zeros(n, bool),
+                        model_version=model_version)
 
 
-def test_coarse_index_keeps_the_music_and_finds_the_exact_top_k_mostly():
-    exact = _clustered_catalog()
-    indexed = exact.with_index()
-    assert indexed.index is not None and sorted(indexed.ids) == sorted(exact.ids)
+@pytest.fixture(scope="module")
+def exact_clustered() -> MusicCatalog:
+    return _clustered_catalog()
+
+
+@pytest.fixture(scope="module")
+def indexed(exact_clustered) -> MusicCatalog:
+    return exact_clustered.with_index(SMALL)
+
+
+def _near(catalog: MusicCatalog, row: int, seed: int) -> np.ndarray:
+    """A query close to one music (a video whose best match is that music's neighbourhood)."""
+    q = catalog.embeddings[row] + 0.3 * _query(seed, catalog.dim)
+    return q / np.linalg.norm(q)
+
+
+def test_catalogs_below_the_threshold_are_searched_exactly(exact_clustered, indexed):
+    assert exact_clustered.with_index(CatalogSettings()).index is None  # 2,000 < the default 200,000
+    assert indexed.with_index(CatalogSettings()).index is None
+    q = _near(exact_clustered, 0, 1)
+    cosine = exact_clustered.embeddings @ q
+    assert np.array_equal(exact_clustered.top_k(q, 10).index, np.argsort(-cosine, kind="stable")[:10])
+
+
+def test_index_finds_the_exact_top_k_on_clustered_music(exact_clustered, indexed):
+    assert indexed.index is not None and indexed.index.rows == len(indexed) and indexed.index.path is None
+    assert indexed.with_index(SMALL) is indexed  # already covers every row: nothing rebuilt
     hits = 0
-    for seed in range(30):
-        q = exact.embeddings[seed * 100] + 0.05 * _query(seed)
-        q = q / np.linalg.norm(q)
-        truth = set(exact.ids[exact.top_k(q, 10).index])
+    for seed in range(40):
+        q = _near(exact_clustered, seed * 50, seed)
+        truth = exact_clustered.top_k(q, 10).index
         got = indexed.top_k(q, 10)
+        np.testing.assert_allclose(got.scores, indexed.embeddings[got.index] @ q, rtol=1e-5)  # exact cosines
         assert np.all(np.diff(got.scores) <= 0)
-        assert set(indexed.ids[indexed.top_k(q, 10, exact=True).index]) == truth
-        hits += len(truth & set(indexed.ids[got.index]))
-    assert hits / 300 >= 0.9
+        hits += len(np.intersect1d(truth, got.index))
+    assert hits / 400 >= 0.95
 
 
-def test_coarse_index_serves_added_music_exclusions_and_mmr():
-    indexed = _clustered_catalog().with_index()
-    q = _query(11)
+def test_saved_index_is_loaded_not_rebuilt_and_answers_the_same(indexed, tmp_path, monkeypatch):
+    path = indexed.save(tmp_path / "catalog.parquet")
+    index_path, record_path = index_files(path)
+    assert index_path.name == "catalog.index" and index_path.exists()
+    record = json.loads(record_path.read_text())
+    assert (record["rows"], record["model_version"]) == (len(indexed), "v1")
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the saved index should have been loaded")
+
+    monkeypatch.setattr("bgmrec.catalog.build_vector_index", no_build)
+    loaded = load_catalog(path, SMALL)
+    assert loaded.index is not None and loaded.index.path == index_path
+    assert loaded.with_index(SMALL).index.faiss_index is loaded.index.faiss_index
+    for seed in range(10):
+        q = _near(indexed, seed * 100, seed)
+        want, got = indexed.top_k(q, 10), loaded.top_k(q, 10)
+        assert np.array_equal(got.index, want.index)
+        np.testing.assert_allclose(got.scores, want.scores, rtol=1e-5)
+
+
+def _stale_rows(indexed):
+    return dataclasses.replace(indexed.add(["late"], _query(3, indexed.dim)[None, :]), index=None)
+
+
+def _stale_model(indexed):
+    return dataclasses.replace(indexed, model_version="v2", index=None)
+
+
+def _foreign_embeddings(indexed):
+    shuffled = indexed.embeddings[np.random.default_rng(0).permutation(len(indexed))]
+    return dataclasses.replace(indexed, embeddings=shuffled, index=None)
+
+
+@pytest.mark.parametrize(("other", "problem"), [
+    (_stale_rows, "indexes music 2000, catalog.parquet has 2001"),
+    (_stale_model, "indexes model version 'v1', catalog.parquet has 'v2'"),
+    (_foreign_embeddings, "stored vectors differ"),
+])
+def test_a_stale_or_foreign_index_is_not_used(indexed, tmp_path, caplog, other, problem):
+    """An index saved for another catalog (more music since, another model, other embeddings) and copied beside
+    this one is refused with a warning naming the mismatch; the catalog is searched exactly."""
+    saved = indexed.save(tmp_path / "indexed" / "catalog.parquet")
+    catalog = other(indexed)
+    path = catalog.save(tmp_path / "other" / "catalog.parquet")
+    assert not index_files(path)[0].exists()  # saving without an index leaves none beside it
+    for source, target in zip(index_files(saved), index_files(path), strict=True):
+        shutil.copy(source, target)
+    with caplog.at_level(logging.WARNING, logger="bgmrec.catalog"):
+        loaded = load_catalog(path, SMALL)
+    assert loaded.index is None
+    assert problem in caplog.text and "searching the catalog exactly" in caplog.text
+    q = _near(loaded, 5, 5)
+    assert np.array_equal(loaded.top_k(q, 10).index, np.argsort(-(loaded.embeddings @ q), kind="stable")[:10])
+
+
+def test_an_index_without_its_record_is_not_used(indexed, tmp_path, caplog):
+    path = indexed.save(tmp_path / "catalog.parquet")
+    index_files(path)[1].unlink()
+    with caplog.at_level(logging.WARNING, logger="bgmrec.catalog"):
+        assert load_catalog(path, SMALL).index is None
+    assert "no catalog.index.json beside it" in caplog.text
+
+
+def test_add_covers_new_music_and_leaves_the_old_catalog_unchanged(indexed, tmp_path):
+    q = _query(11, indexed.dim)
+    before = indexed.top_k(q, 10)
     bigger = indexed.add(["fresh"], q[None, :])
+    assert bigger.index is indexed.index and indexed.index.rows == len(indexed)  # shared, never modified
     assert bigger.ids[bigger.top_k(q, 1).index[0]] == "fresh"
-    top = bigger.top_k(q, 5)
-    excluded = list(bigger.ids[top.index[:2]])
-    got = bigger.top_k(q, 5, exclude=excluded, mmr_lambda=0.5, popularity_debias=0.5)
-    assert len(got.index) == 5 and not set(bigger.ids[got.index]) & set(excluded)
+    again = indexed.top_k(q, 10)
+    assert np.array_equal(again.index, before.index) and np.array_equal(again.scores, before.scores)
+    assert "fresh" not in set(indexed.ids[again.index])
+    # Saved, the index grows to the new music (a copy: the old catalog's index still has its own rows).
+    loaded = load_catalog(bigger.save(tmp_path / "catalog.parquet"), SMALL)
+    assert loaded.index.rows == len(bigger) and indexed.index.rows == len(indexed)
+    assert loaded.ids[loaded.top_k(q, 1).index[0]] == "fresh"
+    assert bigger.with_index(SMALL).index.rows == len(bigger)
 
 
-def test_n_probe_per_query_trades_recall_for_work():
-    """Probing every list is exact search; probing one list scores only that list's music."""
-    exact = _clustered_catalog()
-    indexed = exact.with_index()
-    n_lists = len(indexed.index.centroids)
-    for seed in range(5):
-        q = _query(seed)
-        truth = exact.ids[exact.top_k(q, 10).index]
-        assert list(indexed.ids[indexed.top_k(q, 10, n_probe=n_lists).index]) == list(truth)
-        one = indexed.top_k(q, 10, n_probe=1)
-        (start, stop), = indexed.index.candidate_slices(q, len(indexed), n_probe=1)
-        assert np.all((one.index >= start) & (one.index < stop))
+def test_exclusions_debiasing_and_mmr_are_honoured_with_an_index(exact_clustered, indexed):
+    queries = [_near(exact_clustered, seed * 37, seed) for seed in range(30)]
+    same = 0
+    for q in queries:
+        top = indexed.top_k(q, 10)
+        excluded = list(indexed.ids[top.index[:5]])
+        got = indexed.top_k(q, 10, exclude=excluded)
+        assert len(got.index) == 10 and not set(indexed.ids[got.index]) & set(excluded)
+        options = {"exclude": excluded, "mmr_lambda": 0.5, "popularity_debias": 0.5}
+        same += np.array_equal(indexed.top_k(q, 10, **options).index, exact_clustered.top_k(q, 10, **options).index)
+    assert same >= 27  # the options act on the index's candidates as they do on the whole catalog
+    mean_pop, ild = [], []
+    for beta, lam in ((0.0, 1.0), (1.0, 1.0), (0.0, 0.3)):
+        lists = np.stack([indexed.top_k(q, 10, popularity_debias=beta, mmr_lambda=lam).index for q in queries])
+        measured = diversity(lists, len(indexed), popularity=indexed.popularity, embeddings=indexed.embeddings)
+        mean_pop.append(measured["mean_popularity"])
+        ild.append(measured["intra_list_diversity"])
+    assert mean_pop[1] < mean_pop[0] and ild[2] > ild[0]
 
 
-def test_top_k_many_equals_top_k_row_by_row_and_a_bad_row_fails_alone(catalog):
-    queries = np.stack([_query(seed) for seed in range(6)])
+def test_top_k_many_equals_top_k_row_by_row_and_a_bad_row_fails_alone(catalog, indexed):
     k = [1, 5, 10, 3, 7, 4]
-    exclude = [[], list(catalog.ids[:50]), [], ["unknown-id"], [], []]
     mmr_lambda = [1.0, 1.0, 0.5, 1.0, 0.0, 1.5]  # the last row is invalid
     debias = [0.0, 0.0, 0.0, 2.0, 0.0, 0.0]
-    for served in (catalog, _clustered_catalog(d=16).with_index()):  # one matrix product, and per-query probing
-        if served is not catalog:
-            queries = queries + 0.01  # any unit queries will do for the indexed catalog
-            queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    for served in (catalog, indexed):  # one matrix product; one batched index search
+        queries = np.stack([_near(served, seed * 70, seed) for seed in range(6)])
+        # row 1 excludes 50 music of the catalog, so it asks the index for a larger pool than the others
+        exclude = [[], list(served.ids[:50]), [], ["unknown-id"], [], []]
         got = served.top_k_many(queries, k, exclude, mmr_lambda, debias)
         assert len(got) == len(queries)
         for row in range(5):
@@ -201,5 +309,21 @@ def test_top_k_many_equals_top_k_row_by_row_and_a_bad_row_fails_alone(catalog):
             assert np.array_equal(got[row].index, one.index)
             np.testing.assert_allclose(got[row].scores, one.scores, rtol=1e-5, atol=1e-6)
         assert isinstance(got[5], CatalogError) and "mmr_lambda=1.5" in str(got[5])
-    single = catalog.top_k_many(queries[:1], [5], [[]], [1.0], [0.0])[0]
-    assert np.array_equal(single.index, catalog.top_k(queries[0], 5).index)
+    for served in (catalog, indexed):  # a batch of one is top_k itself
+        q = _near(served, 1, 1)
+        single = served.top_k_many(q[None, :], [5], [[]], [1.0], [0.0])[0]
+        assert np.array_equal(single.index, served.top_k(q, 5).index)
+
+
+def test_top_k_many_searches_the_index_once_for_the_whole_batch(indexed, monkeypatch):
+    calls = []
+    search = VectorIndex.search
+
+    def counted(self, queries, ef):
+        calls.append(len(queries))
+        return search(self, queries, ef)
+
+    monkeypatch.setattr(VectorIndex, "search", counted)
+    queries = np.stack([_near(indexed, seed * 50, seed) for seed in range(8)])
+    got = indexed.top_k_many(queries, [10] * 8, [["c1"]] * 8, [1.0] * 8, [0.5] * 8)
+    assert calls == [8] and all(len(r.index) == 10 for r in got)
