@@ -2,11 +2,12 @@
 
 Below `catalog.index_min_size` music (200k) retrieval is exact: a float32 matrix product of the query embedding
 with the whole catalog (cosine, both sides unit-norm) and `np.argpartition` for the top K. From there on exact
-search is too slow (it reads the whole matrix per query: 2 GB and ~100 ms at 1M x 512 on one core), so the catalog
-is searched through a faiss HNSW index (`with_index`; parameters and the measurement that chose them in
-docs/decisions/vector-index.md). The index only proposes candidates: a pool of max(5·k, 100) plus the excluded
-music (at least efSearch), which the catalog re-scores exactly with its float32 embeddings before the options
-below, so scores are exact cosines and the index's own approximation (e.g. SQ8 storage) never reaches a ranking.
+search is too slow (it reads the whole matrix per query: 2 GB and ~170 ms at 1M x 512 on one core), so the
+catalog is searched through a faiss IVF-SQ8 index (`with_index`: k-means lists of 8-bit codes, the `nprobe` lists
+nearest the query scanned; parameters and the measurement that chose them in docs/decisions/vector-index.md).
+The index only proposes candidates: a pool of max(5·k, 100) plus the excluded music, which the catalog re-scores
+exactly with its float32 embeddings before the options below, so scores are exact cosines and the codes'
+approximation never reaches a ranking.
 
 Options on top of the relevance score s(v, m) = cos(v, m) (VMCML eq. 7's ranking):
 - exclusions: listed music ids never appear;
@@ -17,13 +18,13 @@ Options on top of the relevance score s(v, m) = cos(v, m) (VMCML eq. 7's ranking
 
 A catalog is immutable: `add` returns a new catalog, so a server swaps its reference atomically and requests in
 flight finish on the catalog they started with. The index is never modified once built: `add` shares it with the
-old catalog and scores the new music (the rows past the index) exactly on every query, and `save` writes a grown
-copy (`with_index`), so the old catalog's searches never see rows it does not have.
+old catalog and scores the new music (the rows past the index) exactly on every query; `with_index` and `save`
+make a grown copy, so the old catalog's searches never see rows it does not have.
 
 Persistence: `save(path)` writes the parquet and, for an indexed catalog, the index beside it (`index_files`:
 catalog.index, and catalog.index.json recording which catalog it indexes: rows, model version, a digest of the
-ids). `load_catalog` memory-maps that index when it matches the catalog and falls back to exact search, with a
-warning naming the mismatch, when it does not: a stale or foreign index is never searched.
+ids). `load_catalog` reads that index when it matches the catalog and falls back to exact search, with a warning
+naming the mismatch, when it does not: a stale or foreign index is never searched.
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ MMR_MIN_POOL = 50
 # Candidates fetched from the index per query: max(MMR_POOL_FACTOR·k, INDEX_MIN_POOL) plus the excluded music
 # found in the catalog, so exclusions and MMR (pool max(5·k, 50)) still have enough left to rank.
 INDEX_MIN_POOL = 100
-# Rows whose stored vectors are compared with the catalog's when an index is loaded (a last check that the file
-# holds this catalog's embeddings, whatever its record says).
+# Rows searched by their own embeddings when an index is loaded (a last check that the file indexes this
+# catalog's embeddings, whatever its record says).
 INDEX_SPOT_CHECKS = 8
 
 
@@ -85,52 +86,57 @@ def index_files(catalog_path: str | Path) -> tuple[Path, Path]:
 
 @dataclass(frozen=True)
 class VectorIndex:
-    """A faiss HNSW index (inner product) over the first `rows` rows of a catalog, searched with `ef_search`.
+    """A faiss IVF-SQ8 index (inner product) over the first `rows` rows of a catalog, searched with `nprobe`.
 
     Never modified after it is built or loaded: catalogs share it (`MusicCatalog.add`), and faiss searches of
     one index from several threads are safe only while nobody adds to it.
     """
 
     faiss_index: Any
-    ef_search: int
-    # The file it was memory-mapped from; None when it was built in this process.
+    nprobe: int
+    # The file it was read from; None when it was built (or grown) in this process.
     path: Path | None = None
 
     @property
     def rows(self) -> int:
         return int(self.faiss_index.ntotal)
 
-    def search(self, queries: np.ndarray, ef: int) -> np.ndarray:
-        """The `ef` best rows (by the index's scores) of each query, one batched faiss call with efSearch = ef;
-        -1 pads a row when the index holds fewer."""
+    def search(self, queries: np.ndarray, pool: int) -> np.ndarray:
+        """The `pool` best rows (by the index's SQ8 scores over the `nprobe` lists nearest each query) of each
+        query, one batched faiss call; -1 pads a row when the probed lists hold fewer."""
         import faiss
 
-        params = faiss.SearchParametersHNSW(efSearch=ef)
-        _, rows = self.faiss_index.search(np.ascontiguousarray(queries, dtype=np.float32), min(ef, self.rows),
+        params = faiss.SearchParametersIVF(nprobe=self.nprobe)
+        _, rows = self.faiss_index.search(np.ascontiguousarray(queries, dtype=np.float32), min(pool, self.rows),
                                           params=params)
         return rows
 
     def grown(self, embeddings: np.ndarray) -> VectorIndex:
-        """A copy with these rows added after the indexed ones; this index is left as it is."""
+        """A copy with these rows added after the indexed ones (each to its nearest list); this index is left as
+        it is."""
         import faiss
 
         bigger = faiss.clone_index(self.faiss_index)
         bigger.add(np.ascontiguousarray(embeddings, dtype=np.float32))
-        return VectorIndex(bigger, self.ef_search)
+        return VectorIndex(bigger, self.nprobe)
 
 
 def build_vector_index(embeddings: np.ndarray, settings: CatalogSettings) -> VectorIndex:
-    """An HNSW index over every row (faiss, inner product on the unit-norm rows), built with all cores."""
+    """An IVF-SQ8 index over every row (faiss, inner product on the unit-norm rows), built with all cores:
+    k-means lists trained on a sample, 8-bit codes per dimension."""
     import faiss
 
     n, dim = embeddings.shape
-    index = faiss.index_factory(dim, f"HNSW{settings.hnsw_m},{settings.storage}", faiss.METRIC_INNER_PRODUCT)
-    faiss.downcast_index(index).hnsw.efConstruction = settings.ef_construction
-    if not index.is_trained:  # SQ8 learns each dimension's range; a sample of 100k rows pins it down
-        sample = np.random.default_rng(0).choice(n, min(n, 100_000), replace=False)
-        index.train(np.ascontiguousarray(embeddings[np.sort(sample)]))
+    lists = min(settings.ivf_lists or int(4 * np.sqrt(n)), n)  # k-means needs a row per list at least
+    index = faiss.index_factory(dim, f"IVF{lists},SQ8", faiss.METRIC_INNER_PRODUCT)
+    ivf = faiss.extract_index_ivf(index)
+    # k-means on 64 rows per list, 10 iterations: 2.5 minutes at 1M on 2 cores instead of most of an hour with
+    # faiss's defaults (256 per list, 25 iterations), for the recall measured in docs/decisions/vector-index.md.
+    ivf.cp.max_points_per_centroid, ivf.cp.niter = 64, 10
+    sample = np.random.default_rng(0).choice(n, min(n, 64 * lists), replace=False)
+    index.train(np.ascontiguousarray(embeddings[np.sort(sample)], dtype=np.float32))
     index.add(np.ascontiguousarray(embeddings, dtype=np.float32))
-    return VectorIndex(index, settings.ef_search)
+    return VectorIndex(index, settings.nprobe)
 
 
 @dataclass(frozen=True)
@@ -233,7 +239,7 @@ class MusicCatalog:
         `settings.index_min_size` music (default `CatalogSettings()`), else searched exactly (no index).
 
         No index yet: one is built (minutes at 1M on 2 cores). An index over fewer rows (music added since): a
-        grown copy (the old catalog keeps the original). `settings.ef_search` applies either way.
+        grown copy (the old catalog keeps the original). `settings.nprobe` applies either way.
         """
         settings = settings or CatalogSettings()
         if len(self) < settings.index_min_size:
@@ -244,8 +250,8 @@ class MusicCatalog:
             index = self.index.grown(self.embeddings[self.index.rows:])
         else:
             index = self.index
-        if index.ef_search != settings.ef_search:
-            index = VectorIndex(index.faiss_index, settings.ef_search, index.path)
+        if index.nprobe != settings.nprobe:
+            index = VectorIndex(index.faiss_index, settings.nprobe, index.path)
         return self if index is self.index else self._with(index=index)
 
     def _with(self, **changes: Any) -> MusicCatalog:
@@ -314,12 +320,9 @@ class MusicCatalog:
         return out
 
     def _pool(self, k: int, exclude: list[str]) -> int:
-        """How many candidates a query asks the index for: enough for exclusions and the MMR pool, and at least
-        efSearch (the index visits that many anyway, and a fixed value keeps a query's candidates the same alone
-        and in a batch)."""
+        """How many candidates a query asks the index for: enough for exclusions and the MMR pool."""
         excluded = int((self.indices_of(exclude) >= 0).sum()) if exclude else 0
-        wanted = max(MMR_POOL_FACTOR * int(k), INDEX_MIN_POOL) + excluded
-        return max(wanted, self.index.ef_search)
+        return max(MMR_POOL_FACTOR * int(k), INDEX_MIN_POOL) + excluded
 
     def _index_candidates(self, queries: np.ndarray, pools: Sequence[int]) -> list[np.ndarray]:
         """Candidate rows of each query: its pool from the index and every row added since the index was built.
@@ -415,7 +418,7 @@ class MusicCatalog:
             import faiss
 
             _write_atomically(index_path, lambda tmp: faiss.write_index(index.faiss_index, tmp))
-            hnsw = faiss.downcast_index(index.faiss_index).hnsw
+            ivf = faiss.extract_index_ivf(index.faiss_index)
             record = {
                 "format": INDEX_FORMAT,
                 "rows": len(self),
@@ -426,8 +429,7 @@ class MusicCatalog:
                 "index_bytes": index_path.stat().st_size,
                 "faiss": faiss.__version__,
                 "faiss_type": type(faiss.downcast_index(index.faiss_index)).__name__,
-                "hnsw_m": int(hnsw.nb_neighbors(1)),
-                "ef_construction": int(hnsw.efConstruction),
+                "ivf_lists": int(ivf.nlist),
             }
             _write_atomically(record_path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2) + "\n"))
         table = self.to_table().replace_schema_metadata(
@@ -457,10 +459,10 @@ def load_catalog(path: str | Path, settings: CatalogSettings | None = None) -> M
     """Read a catalog written by `MusicCatalog.save`; a CatalogError names the file if it is missing or broken.
 
     A catalog of at least `settings.index_min_size` music (default `CatalogSettings()`) is searched through the
-    index saved beside it, memory-mapped (pages are read on first use and shared by processes mapping the same
-    file) and searched with `settings.ef_search`. An index that does not belong to this catalog (other rows,
-    model or ids, or stored vectors that differ from the embeddings), or a missing one, is not used: a warning
-    names the problem and the catalog is searched exactly (correct, but ~100 ms a query at 1M music).
+    index saved beside it, read into memory and searched with `settings.nprobe`. An index that does not belong
+    to this catalog (other rows, model or ids, or vectors its sampled rows are not found by), or a missing one,
+    is not used: a warning names the problem and the catalog is searched exactly (correct, but ~170 ms a query
+    at 1M music).
     """
     path = Path(path)
     if path.is_dir():
@@ -490,7 +492,7 @@ def load_catalog(path: str | Path, settings: CatalogSettings | None = None) -> M
         return catalog
     index_path, _ = index_files(path)
     if not index_path.exists():
-        logger.warning("%s: %d music but no vector index beside it (%s): searching exactly, ~100 ms a query at 1M; "
+        logger.warning("%s: %d music but no vector index beside it (%s): searching exactly, ~170 ms a query at 1M; "
                        "run `bgmrec build-catalog` to write one", path, len(catalog), index_path.name)
         return catalog
     try:
@@ -502,8 +504,8 @@ def load_catalog(path: str | Path, settings: CatalogSettings | None = None) -> M
 
 
 def _read_index(path: Path, catalog: MusicCatalog, settings: CatalogSettings) -> VectorIndex:
-    """The index saved beside the catalog at `path`, memory-mapped, after checking that it is this catalog's;
-    CatalogError naming the file and the mismatch otherwise."""
+    """The index saved beside the catalog at `path`, after checking that it is this catalog's; CatalogError
+    naming the file and the mismatch otherwise."""
     import faiss
 
     index_path, record_path = index_files(path)
@@ -524,19 +526,25 @@ def _read_index(path: Path, catalog: MusicCatalog, settings: CatalogSettings) ->
         if record.get(key) != value:
             raise CatalogError(f"{index_path} is stale or foreign: it indexes {what[key]} {record.get(key)!r}, "
                                f"{'the index file has' if key == 'index_bytes' else path.name + ' has'} {value!r}")
+    # Read into memory, not memory-mapped: faiss maps IVF lists read-only (OnDiskInvertedLists), which it cannot
+    # copy, so such a catalog could not grow its index; and reading costs 0.4 s at 1M (0.5 GB), where a mapped
+    # index pays page faults on its first queries instead (docs/decisions/vector-index.md).
     try:
-        faiss_index = faiss.read_index(str(index_path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+        faiss_index = faiss.read_index(str(index_path))
     except RuntimeError as exc:
         raise CatalogError(f"{index_path}: faiss cannot read it ({str(exc).splitlines()[0]})") from None
     if faiss_index.ntotal != len(catalog) or faiss_index.d != catalog.dim:
         raise CatalogError(f"{index_path}: holds {faiss_index.ntotal} rows of {faiss_index.d} dims, its record "
                            f"says {len(catalog)} of {catalog.dim}")
-    # The record and the index file are two renames apart: check that the file holds these very embeddings.
+    # The record and the index file are two renames apart: check that the file indexes these very embeddings
+    # (each sampled row's embedding finds that row; another model's or catalog's vectors would not).
+    index = VectorIndex(faiss_index, settings.nprobe, index_path)
     rows = np.unique(np.linspace(0, len(catalog) - 1, INDEX_SPOT_CHECKS).astype(np.int64))
-    stored = np.stack([faiss_index.reconstruct(int(row)) for row in rows])
-    if np.min(np.sum(stored * catalog.embeddings[rows], axis=1)) < 0.99:  # SQ8 storage keeps cosines > 0.999
-        raise CatalogError(f"{index_path}: its stored vectors differ from {path.name}'s embeddings; not used")
-    return VectorIndex(faiss_index, settings.ef_search, index_path)
+    found = index.search(catalog.embeddings[rows], 10)
+    if not all(row in hits for row, hits in zip(rows, found, strict=True)):
+        raise CatalogError(f"{index_path}: it does not find {path.name}'s music by their own embeddings (it "
+                           "indexes other vectors); not used")
+    return index
 
 
 def build_catalog(

@@ -180,21 +180,17 @@ class ServingSettings(_Section):
 
 
 class CatalogSettings(_Section):
-    """Catalog search (bgmrec/catalog.py): exact matrix products below `index_min_size` music, a faiss HNSW index
-    from there on. The defaults are the measured choice (docs/decisions/vector-index.md): the lowest-latency
-    setting with recall@20 >= 0.98 against exact search on a clustered 1M x 512 catalog."""
+    """Catalog search (bgmrec/catalog.py): exact matrix products below `index_min_size` music, a faiss IVF-SQ8
+    index from there on. The defaults are the measured choice (docs/decisions/vector-index.md): the setting with
+    the lowest latency at recall@20 >= 0.98 against exact search on a clustered 1M x 512 catalog."""
 
     index_min_size: int = Field(200_000, ge=1)
-    # HNSW graph: neighbours per node (M) and the candidate list while building (efConstruction); both fixed when
-    # the index is built (`bgmrec build-catalog`).
-    hnsw_m: int = Field(32, ge=4)
-    ef_construction: int = Field(128, ge=16)
-    # Candidate list while searching (efSearch): recall against latency; read when a catalog is loaded, so it can
-    # change without rebuilding. A query needing a larger pool (large k, many exclusions) searches with that.
-    ef_search: int = Field(128, ge=16)
-    # What the index stores per music: "Flat" float32 (4 bytes/dim) or "SQ8" 8-bit scalar-quantised (1 byte/dim);
-    # the catalog re-scores the candidates with its float32 embeddings either way.
-    storage: Literal["Flat", "SQ8"] = "Flat"
+    # Inverted lists (k-means cells) of the index; 0 = 4·sqrt(music), 4,000 at 1M. Fixed when the index is built
+    # (`bgmrec build-catalog`).
+    ivf_lists: int = Field(0, ge=0)
+    # Lists scanned per query: recall against latency (32 of 4,000 at 1M: recall@20 0.998). Read when a catalog
+    # is loaded, so it can change without rebuilding.
+    nprobe: int = Field(32, ge=1)
 
 
 def _default_models() -> dict[str, dict[str, Any]]:

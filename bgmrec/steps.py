@@ -97,7 +97,7 @@ def build_bento_step(registry_dir: str | Path, version: str | None = None,
     import bentoml
     import yaml
 
-    from bgmrec.catalog import CATALOG_FILE
+    from bgmrec.catalog import CATALOG_FILE, index_files
     from bgmrec.registry import CHECKPOINT_FILE, ModelRegistry
 
     registry = ModelRegistry(registry_dir)
@@ -120,6 +120,9 @@ def build_bento_step(registry_dir: str | Path, version: str | None = None,
     ) as bento_model:
         shutil.copy2(registry.checkpoint(record["version"]), bento_model.path_of(CHECKPOINT_FILE))
         shutil.copy2(catalog, bento_model.path_of(CATALOG_FILE))
+        for index_file in index_files(catalog):  # the vector index of a large catalog travels with it
+            if index_file.exists():
+                shutil.copy2(index_file, bento_model.path_of(index_file.name))
     tag = str(bento_model.tag)
     packaged = resources.files("serving")
     config = yaml.safe_load(packaged.joinpath("bentofile.yaml").read_text())

@@ -231,7 +231,7 @@ def _foreign_embeddings(indexed):
 @pytest.mark.parametrize(("other", "problem"), [
     (_stale_rows, "indexes music 2000, catalog.parquet has 2001"),
     (_stale_model, "indexes model version 'v1', catalog.parquet has 'v2'"),
-    (_foreign_embeddings, "stored vectors differ"),
+    (_foreign_embeddings, "does not find catalog.parquet's music by their own embeddings"),
 ])
 def test_a_stale_or_foreign_index_is_not_used(indexed, tmp_path, caplog, other, problem):
     """An index saved for another catalog (more music since, another model, other embeddings) and copied beside
@@ -327,3 +327,15 @@ def test_top_k_many_searches_the_index_once_for_the_whole_batch(indexed, monkeyp
     queries = np.stack([_near(indexed, seed * 50, seed) for seed in range(8)])
     got = indexed.top_k_many(queries, [10] * 8, [["c1"]] * 8, [1.0] * 8, [0.5] * 8)
     assert calls == [8] and all(len(r.index) == 10 for r in got)
+
+
+def test_a_loaded_index_grows_when_music_is_added_and_saved(indexed, tmp_path):
+    """The new-music pipeline's path: load the saved catalog, add a batch, save; the saved index covers it."""
+    path = indexed.save(tmp_path / "catalog.parquet")
+    loaded = load_catalog(path, SMALL)
+    batch = np.stack([_query(seed, indexed.dim) for seed in range(3)])
+    grown = loaded.add(["new-0", "new-1", "new-2"], batch).with_index(SMALL)
+    assert grown.index.rows == len(loaded) + 3 and loaded.index.rows == len(loaded)
+    again = load_catalog(grown.save(path), SMALL)
+    assert again.index.path == index_files(path)[0] and again.index.rows == len(indexed) + 3
+    assert [again.ids[again.top_k(q, 1).index[0]] for q in batch] == ["new-0", "new-1", "new-2"]
