@@ -55,6 +55,8 @@ import typer
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUEST_PATH = "/recommend_by_features"
+RECORDED_ENV = ("BGMREC_TIMEOUT_S", "BGMREC_FLOOR_GC_FREEZE", "BGMREC_FLOOR_GC_THRESHOLD", "BGMREC_THREADS",
+                "BGMREC_ACCESS_LOG", "BGMREC_MAX_BATCH", "BGMREC_MAX_BATCH_LATENCY_MS")
 EXTRACTOR_WIDTHS = {"visual": 1280, "text": 512}
 TARGETS = {"p50_vs_floor_max": 1.3, "rps_vs_floor_min": 0.8}
 # The floor the targets compare against: the real route is batchable, so is this floor.
@@ -183,7 +185,8 @@ def start(name: str, command: list[str], env: dict[str, str], port: int, log: Pa
     with log.open("w") as out:
         process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)
-    server = Server(name, process, port, {k: v for k, v in env.items() if k.startswith(("BGMREC_", "BENTOML_"))})
+    # the settings that differ between the servers, recorded with the results (never the whole environment)
+    server = Server(name, process, port, {k: env[k] for k in RECORDED_ENV if k in env})
     try:
         server.startup_seconds = wait_ready(server, log)
     except BaseException:
