@@ -7,10 +7,10 @@ from bgmrec.data.contract import load_dataset
 
 @pytest.mark.integration
 def test_features_have_the_catalog_dims(extracted_batch, music_world):
-    from bgmrec.steps import _read_batch_music_vectors
+    from bgmrec.steps import read_batch_music_vectors
 
     assert extracted_batch["extracted"] == 2
-    vectors = _read_batch_music_vectors(extracted_batch["features"].path)
+    vectors = read_batch_music_vectors(extracted_batch["features"].path)
     catalog_dims = load_dataset(music_world.dataset_dir).music_vectors.dims
     assert sorted(vectors.ids) == ["fresh-a", "fresh-b"]
     assert vectors.dims == catalog_dims

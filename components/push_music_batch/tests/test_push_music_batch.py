@@ -7,10 +7,10 @@ from components.push_music_batch.component import push_music_batch
 @pytest.mark.integration
 def test_pushed_music_is_readable_online(extracted_batch, world_feature_repo):
     from bgmrec.feature_store import online_music_vectors, open_store
-    from bgmrec.steps import _read_batch_music_vectors
+    from bgmrec.steps import read_batch_music_vectors
 
     assert push_music_batch.python_func(extracted_batch["features"], str(world_feature_repo)) == 2
-    pushed = _read_batch_music_vectors(extracted_batch["features"].path)
+    pushed = read_batch_music_vectors(extracted_batch["features"].path)
     online, missing = online_music_vectors(open_store(world_feature_repo), pushed.ids)
     assert missing == []
     np.testing.assert_allclose(online.audio_lld, pushed.audio_lld, rtol=1e-6)

@@ -1,0 +1,130 @@
+"""Training steps: train one model, evaluate checkpoints, gate and register a candidate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bgmrec.config import Config
+
+
+def train_step(
+    dataset_dir: str | Path, split_kind: str, model_name: str, config: Config,
+    out_dir: str | Path, feature_repo: str | Path | None = None, feature_service: str | None = None,
+) -> dict[str, Any]:
+    """Train a registered torch model on one split, with the parameters `config.model_params` resolves and the
+    split seed `data.seed`; vectors come from Feast (`get_historical_features`, service `<model>_features`
+    unless named) when a feature repo is given, else from the dataset's files.
+    Writes OUT/model.pt, OUT/train.json (with the resolved parameters), OUT/history.csv and the training curves.
+    """
+    import json
+
+    from bgmrec.data.contract import load_dataset
+    from bgmrec.data.splits import load_or_make_split
+    from bgmrec.models import create_model
+    from bgmrec.models.base import TorchRecommender, TrainingData
+    from bgmrec.plots import write_training_curves
+
+    params = config.model_params(model_name)
+    seed = config.data.seed
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if feature_repo is not None:
+        from bgmrec.feature_store import open_store, training_dataset
+
+        service = feature_service or f"{model_name.split('-')[0]}_features"
+        dataset = training_dataset(open_store(feature_repo), dataset_dir, service)
+    else:
+        dataset = load_dataset(dataset_dir)
+    split = load_or_make_split(dataset, split_kind, seed)
+    model = create_model(model_name, params)
+    if not isinstance(model, TorchRecommender):
+        raise ValueError(f"model '{model_name}' is not a torch model: it has no checkpoint to register")
+    report = model.fit(TrainingData(dataset, split, seed)) or {}
+    checkpoint = model.save(out / "model.pt")
+    history = report.pop("history", model.history)
+    plots = write_training_curves(history, out, f"{model_name} ({split_kind})")
+    summary = {"model_name": model_name, "split": split_kind, "checkpoint": str(checkpoint), "params": params,
+               "seed": seed, "features_from": "feast" if feature_repo is not None else "files", **report, **plots}
+    (out / "train.json").write_text(json.dumps(summary, indent=2, default=float))
+    return {**summary, "history": history}
+
+
+def evaluate_step(
+    dataset_dir: str | Path, checkpoint: str | Path | dict[str, str | Path], out_metrics_json: str | Path,
+    split_kinds: tuple[str, ...] = ("weak", "strong"), seed: int = 0, plots_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Both protocols (Recall@K full gallery, IPS Recall@K) on the test part of each split kind.
+
+    `checkpoint` is one checkpoint for every split, or {split_kind: checkpoint} so the strong split is scored
+    by a model that never saw its test music. Writes {split_kind: metrics} to OUT, Recall@K curves to plots_dir.
+    """
+    import json
+
+    from bgmrec.data.contract import load_dataset
+    from bgmrec.data.splits import load_or_make_split
+    from bgmrec.evaluate import evaluate
+    from bgmrec.models import load_model
+    from bgmrec.plots import write_recall_curves
+
+    checkpoints = checkpoint if isinstance(checkpoint, dict) else {kind: checkpoint for kind in split_kinds}
+    dataset = load_dataset(dataset_dir)
+    metrics: dict[str, Any] = {}
+    name = ""
+    for kind, path in checkpoints.items():
+        model = load_model(path)
+        name = model.name
+        result = evaluate(model, dataset, load_or_make_split(dataset, kind, seed), "test")
+        metrics[kind] = {k: v for k, v in result.items() if isinstance(v, int | float)}
+    out = Path(out_metrics_json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(metrics, indent=2, default=float))
+    plots = write_recall_curves(metrics, Path(plots_dir), name) if plots_dir is not None else {}
+    return {"model_name": name, "metrics": metrics, "metrics_json": str(out), **plots}
+
+
+def gate_step(
+    metrics_json: str | Path, registry_dir: str | Path, thresholds: dict[str, float], tolerance: float,
+    model_name: str, checkpoint: str | Path,
+) -> dict[str, Any]:
+    """Register and promote the checkpoint only if every threshold is met and no gated metric is worse than
+    production's minus the tolerance; production is untouched otherwise. Returns the decision and its reasons.
+    """
+    decision = gate_decision_step(metrics_json, registry_dir, thresholds, tolerance)
+    version = None
+    if decision["passed"]:
+        version = register_model_step(metrics_json, registry_dir, model_name, checkpoint)["version"]
+    return {"passed": decision["passed"], "reasons": decision["reasons"], "version": version,
+            "production": version or decision["production"], "model_name": model_name}
+
+
+def gate_decision_step(
+    metrics_json: str | Path, registry_dir: str | Path, thresholds: dict[str, float], tolerance: float
+) -> dict[str, Any]:
+    """The gate's verdict alone (nothing is written): thresholds met AND not worse than production's metrics
+    minus the tolerance. The KFP pipeline branches on `passed` (dsl.If) before registering.
+    """
+    import json
+
+    from bgmrec.registry import ModelRegistry, gate
+
+    metrics = json.loads(Path(metrics_json).read_text())
+    production = ModelRegistry(registry_dir).production()
+    decision = gate(metrics, thresholds, production["metrics"] if production else None, tolerance)
+    return {"passed": decision.passed, "reasons": decision.reasons,
+            "production": (production or {}).get("version")}
+
+
+def register_model_step(
+    metrics_json: str | Path, registry_dir: str | Path, model_name: str, checkpoint: str | Path
+) -> dict[str, Any]:
+    """Register a checkpoint with its metrics and promote it to production (call only after the gate passed)."""
+    import json
+
+    from bgmrec.registry import ModelRegistry
+
+    registry = ModelRegistry(registry_dir)
+    version = registry.register(checkpoint, json.loads(Path(metrics_json).read_text()), model_name)
+    registry.promote(version)
+    return {"version": version, "model_name": model_name}
