@@ -1,0 +1,1 @@
+"""The dataset contract, weak/strong splits and the simulator."""
