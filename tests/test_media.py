@@ -20,7 +20,7 @@ from bgmrec.data.contract import load_dataset, load_manifests, write_manifests
 from bgmrec.media import ExtractionConfig, MediaError, embed_video_file, extract_dataset, extract_music_files
 from bgmrec.media.decode import decode_audio, decode_frames, ffmpeg_exe
 from bgmrec.media.extract import get_extractor
-from bgmrec.media.registry import available_extractors
+from bgmrec.media.extractors import available_extractors
 from bgmrec.media.sample import generate_sample_media
 
 # Few frames per video keep the CNN cheap on a shared CPU.

@@ -34,7 +34,7 @@ def served(tmp_path_factory) -> dict[str, Path]:
     from bgmrec.data.simulate import simulate
     from bgmrec.data.splits import make_split
     from bgmrec.media.config import ExtractionConfig
-    from bgmrec.media.registry import create_extractor
+    from bgmrec.media.extractors import create_extractor
     from bgmrec.models import create_model
     from bgmrec.models.base import TrainingData
     from bgmrec.registry import ModelRegistry

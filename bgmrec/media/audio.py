@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from bgmrec.media.config import ExtractionConfig
-from bgmrec.media.registry import Extractor, register_extractor
+from bgmrec.media.extractors import Extractor, register_extractor
 
 MEL_BANDS = 64
 WINDOW_S, HOP_S = 0.025, 0.010

@@ -18,7 +18,7 @@ class ExtractionConfig:
     # Audio: 16 kHz mono (VGGish's rate); at most max_audio_seconds from the middle of each clip.
     sample_rate: int = 16000
     max_audio_seconds: float = 30.0
-    # Extractor names (see bgmrec.media.registry.available_extractors()).
+    # Extractor names (see bgmrec.media.extractors.available_extractors()).
     visual: str = "efficientnet-lite0"
     text: str = "use-multilingual"
     audio_embedding: str = "logmel-stats"

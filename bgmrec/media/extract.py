@@ -33,7 +33,7 @@ from bgmrec.media.audio import LLDTransform
 from bgmrec.media.cache import FeatureCache, file_digest, text_digest
 from bgmrec.media.config import ExtractionConfig
 from bgmrec.media.decode import MediaError, check_media_file, decode_audio, decode_frames
-from bgmrec.media.registry import Extractor, create_extractor
+from bgmrec.media.extractors import Extractor, create_extractor
 from bgmrec.media.report import REPORT_FILE, ExtractionReport
 
 EXTRACTORS_FILE = "extractors.json"

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from bgmrec.media.config import ExtractionConfig
-from bgmrec.media.registry import Extractor, register_extractor
+from bgmrec.media.extractors import Extractor, register_extractor
 
 
 class TextExtractor(Extractor):

@@ -25,6 +25,7 @@ def train_step(
     from bgmrec.models import create_model
     from bgmrec.models.base import TorchRecommender, TrainingData
     from bgmrec.plots import write_training_curves
+    from bgmrec.registry import CHECKPOINT_FILE
 
     params = config.model_params(model_name)
     seed = config.data.seed
@@ -42,7 +43,7 @@ def train_step(
     if not isinstance(model, TorchRecommender):
         raise ValueError(f"model '{model_name}' is not a torch model: it has no checkpoint to register")
     report = model.fit(TrainingData(dataset, split, seed)) or {}
-    checkpoint = model.save(out / "model.pt")
+    checkpoint = model.save(out / CHECKPOINT_FILE)
     history = report.pop("history", model.history)
     plots = write_training_curves(history, out, f"{model_name} ({split_kind})")
     summary = {"model_name": model_name, "split": split_kind, "checkpoint": str(checkpoint), "params": params,

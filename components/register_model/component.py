@@ -11,9 +11,10 @@ def register_model(model: Input[Model], metrics: Input[Metrics], registry_dir: s
     """Only reached when the gate passed. Returns a one-line summary naming the new production version."""
     from pathlib import Path
 
+    from bgmrec.registry import CHECKPOINT_FILE
     from bgmrec.steps import register_model_step
 
-    result = register_model_step(metrics.path, registry_dir, model_name, Path(model.path) / "model.pt")
+    result = register_model_step(metrics.path, registry_dir, model_name, Path(model.path) / CHECKPOINT_FILE)
     summary = f"registered {result['version']} and promoted it to production in {registry_dir}"
     print(summary)
     return summary

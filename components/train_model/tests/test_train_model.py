@@ -3,13 +3,14 @@ from pathlib import Path
 import pytest
 
 from bgmrec.models import load_model
+from bgmrec.registry import CHECKPOINT_FILE
 
 
 @pytest.mark.integration
 def test_trains_a_reloadable_checkpoint(tiny_cmvae, tiny_dataset_dir):
     for split_kind, model in tiny_cmvae.items():
         assert model.metadata == {"model_name": "cmvae", "split": split_kind, "features_from": "files"}
-        reloaded = load_model(Path(model.path) / "model.pt")
+        reloaded = load_model(Path(model.path) / CHECKPOINT_FILE)
         assert reloaded.name == "cmvae"
         assert (Path(model.path) / "train.json").exists()
 

@@ -1,4 +1,4 @@
-"""The extractor registry: each extractor is chosen by name in params and records its name, version and output length.
+"""The extractor catalog: each extractor is chosen by name in params and records its name, version and output length.
 
 Kinds: `visual` (frames → one vector per video), `text` (descriptions → vectors), `audio_embedding` (16 kHz mono
 signal → vector, the papers' pretrained audio network) and `audio_lld` (signal → raw openSMILE functionals; the
