@@ -42,7 +42,7 @@ class DataSettings(_Section):
 
 
 class ValidationSettings(_Section):
-    """Great Expectations limits (bgmrec/validation.py)."""
+    """Great Expectations limits (bgmrec/validation)."""
 
     max_description_chars: int = Field(2200, ge=1)
     min_norm: float = Field(0.001, ge=0.0, allow_inf_nan=False)

@@ -59,9 +59,12 @@ def project(tmp_path, tiny_dataset) -> Path:
     params = yaml.safe_load((PROJECT / "params.yaml").read_text())
     params["data"] = {"dataset": "data/ds", "seed": 0}
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for code in ("bgmrec/validation.py", "bgmrec/data/splits.py"):
+    for code in ("bgmrec/validation", "bgmrec/data/splits.py"):
         (project / code).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(PROJECT / code, project / code)
+        if (PROJECT / code).is_dir():
+            shutil.copytree(PROJECT / code, project / code, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(PROJECT / code, project / code)
     shutil.copytree(tiny_dataset, project / "data" / "ds", ignore=shutil.ignore_patterns("splits", "oracle.npz"))
     (project / ".dvc").mkdir()
     (project / ".dvc" / "config").write_text(

@@ -10,16 +10,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bgmrec import validation
 from bgmrec.steps import validate_features_step, validate_manifests_step
 from bgmrec.validation import (
     ValidationFailed,
     describe_vector,
     embedding_rows_ok,
-    modal_length,
     validate_features,
     validate_manifests,
 )
+from bgmrec.validation import report as validation_report
+from bgmrec.validation import suites as validation_suites
+from bgmrec.validation.expectations import modal_length
 
 pytestmark = pytest.mark.integration
 
@@ -232,11 +233,11 @@ def test_many_duplicates_say_how_many_and_name_the_first(tiny_dataset, tmp_path)
     assert unique.offending_ids == ids[:31] and unique.unexpected_count == 62
     line = unique.line()
     assert "31 duplicated video_id value(s) on 62 rows" in line
-    assert ", ".join(ids[: validation.REPORTED_IDS]) + f" and {31 - validation.REPORTED_IDS} more" in line
+    assert ", ".join(ids[: validation_report.REPORTED_IDS]) + f" and {31 - validation_report.REPORTED_IDS} more" in line
 
 
 def test_large_key_sets_are_checked_through_flag_columns(tiny_dataset, tmp_path, monkeypatch):
-    monkeypatch.setattr(validation, "VALUE_SET_LIMIT", 10)  # below the tiny dataset's 40 music
+    monkeypatch.setattr(validation_suites, "VALUE_SET_LIMIT", 10)  # below the tiny dataset's 40 music
     dataset = _copy(tiny_dataset, tmp_path)
     videos = pd.read_parquet(dataset / "videos.parquet")
     videos.loc[3, "music_id"] = "m99999"

@@ -1,25 +1,10 @@
-"""Great Expectations suites for a dataset: manifests before extraction, feature tables after it.
-
-- Manifests (music.parquet, videos.parquet): ids present and unique, every video's music_id in music.parquet,
-  description lengths bounded, media paths inside the data root and present on disk.
-- Features: the manifests' keys and music references again (the feature tables are checked against them), then
-  per feature table (music_features.parquet, video_features.parquet): keys present and unique, one row per
-  manifest id (row count and membership), every vector column passes `ExpectColumnValuesToBeEmbeddings`
-  (length, finite, L2 norm in a plausible range; a null `text` means "no description" and is allowed).
-
-A run writes REPORT_DIR/summary.txt (short, names the offending rows: duplicated ids, unknown references, bad
-vectors with their length and norm), REPORT_DIR/result.json and Data Docs HTML under REPORT_DIR/data_docs/
-(index.html). Checks GX has no row-level expectation for (media paths, very large key sets) go through derived
-boolean columns, so the offending rows are still reported by id.
-"""
+"""The suites: manifests before extraction, feature tables after it, run with GX and reported by row."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,172 +19,32 @@ from bgmrec.data.contract import (
     VIDEO_VECTOR_COLUMNS,
     VIDEOS_FILE,
 )
+from bgmrec.validation.expectations import describe_vector, embedding_expectation, import_gx, modal_length
+from bgmrec.validation.report import (
+    DESCRIBED_ROWS,
+    DOCS_DIR,
+    REPORTED_IDS,
+    RESULT_FILE,
+    STORED_IDS,
+    SUMMARY_FILE,
+    Failure,
+    ValidationReport,
+)
 
 DEFAULT_MAX_DESCRIPTION_CHARS = (
     2200  # TikTok's caption limit: longer text is a broken manifest, not a caption
 )
+
+
 DEFAULT_MIN_NORM = 1e-3  # an all-zero vector is an extractor that silently failed
+
+
 DEFAULT_MAX_NORM = 1e4
-REPORTED_IDS = 20  # ids per failure in summary.txt (result.json keeps up to STORED_IDS)
-STORED_IDS = 1000
-DESCRIBED_ROWS = 5  # bad vectors described (length, norm) in a failure's detail
+
+
 # GX copies an expectation's configuration hundreds of times per run: ExpectColumnValuesToBeInSet with 150k ids
 # takes ~30 s and writes every id into the Data Docs. Larger key sets are checked through a derived flag column.
 VALUE_SET_LIMIT = 10_000
-SUMMARY_FILE = "summary.txt"
-RESULT_FILE = "result.json"
-DOCS_DIR = "data_docs"
-
-
-@dataclass
-class Failure:
-    """One failed expectation: which table and column, what was expected, and the offending row ids."""
-
-    table: str
-    expectation: str
-    column: str | None
-    detail: str
-    unexpected_count: int
-    offending_ids: list[str] = field(default_factory=list)
-
-    def line(self) -> str:
-        where = f"{self.table}" + (f" column '{self.column}'" if self.column else "")
-        text = f"{where}: {self.expectation} failed ({self.detail})"
-        if self.offending_ids:
-            shown = ", ".join(self.offending_ids[:REPORTED_IDS])
-            more = len(self.offending_ids) - REPORTED_IDS
-            text += f"; offending rows: {shown}" + (f" and {more} more" if more > 0 else "")
-        return text
-
-
-@dataclass
-class ValidationReport:
-    """The outcome of one suite over a dataset's tables, with where its readable report was written."""
-
-    suite: str
-    dataset: str
-    success: bool
-    tables: dict[str, int]
-    failures: list[Failure]
-    report_dir: str
-    data_docs: str | None = None
-
-    def summary(self) -> str:
-        status = "PASSED" if self.success else f"FAILED ({len(self.failures)} expectation(s))"
-        lines = [f"{self.suite} validation of {self.dataset}: {status}"]
-        lines += [f"  {name}: {rows} rows" for name, rows in self.tables.items()]
-        lines += [f"  - {failure.line()}" for failure in self.failures]
-        if self.data_docs:
-            lines.append(f"  Data Docs: {self.data_docs}")
-        return "\n".join(lines) + "\n"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class ValidationFailed(ValueError):
-    """Validation found bad data. The message is the text summary; `report` has the details."""
-
-    def __init__(self, report: ValidationReport):
-        self.report = report
-        super().__init__(report.summary())
-
-
-def _gx():
-    """Import GX with analytics and progress bars off (importing costs seconds, so only when validating)."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    import great_expectations as gx
-
-    return gx
-
-
-def _embedding_expectation_class():
-    """Define (once) the custom metric and expectation for embedding columns; returns the expectation."""
-    global _EMBEDDING_EXPECTATION
-    if _EMBEDDING_EXPECTATION is not None:
-        return _EMBEDDING_EXPECTATION
-    _gx()
-    from great_expectations.execution_engine import PandasExecutionEngine
-    from great_expectations.expectations.expectation import ColumnMapExpectation
-    from great_expectations.expectations.metrics.map_metric_provider import (
-        ColumnMapMetricProvider,
-        column_condition_partial,
-    )
-
-    class ColumnValuesAreEmbeddings(ColumnMapMetricProvider):
-        """Row-wise: the cell is a vector of `dim` finite numbers whose L2 norm is in [min_norm, max_norm]."""
-
-        condition_metric_name = "column_values.bgmrec_embedding"
-        condition_value_keys = ("dim", "min_norm", "max_norm")
-
-        @column_condition_partial(engine=PandasExecutionEngine)
-        def _pandas(cls, column, dim, min_norm, max_norm, **kwargs):
-            return pd.Series(embedding_rows_ok(column, dim, min_norm, max_norm), index=column.index)
-
-    class ExpectColumnValuesToBeEmbeddings(ColumnMapExpectation):
-        """Expect each non-null value to be `dim` finite numbers with an L2 norm in [min_norm, max_norm].
-
-        GX's ExpectColumnValueLengthsToEqual marks every list cell unexpected, hence this expectation.
-        """
-
-        dim: int
-        min_norm: float = 0.0
-        max_norm: float = float("inf")
-        map_metric = "column_values.bgmrec_embedding"
-        success_keys = ("dim", "min_norm", "max_norm", "mostly")
-
-    _ = ColumnValuesAreEmbeddings
-    _EMBEDDING_EXPECTATION = ExpectColumnValuesToBeEmbeddings
-    return ExpectColumnValuesToBeEmbeddings
-
-
-_EMBEDDING_EXPECTATION: type | None = None
-_NORM_CHUNK = 8192
-
-
-def embedding_rows_ok(column: pd.Series, dim: int, min_norm: float, max_norm: float) -> np.ndarray:
-    """Boolean per cell: a 1-d vector of length `dim`, all finite, L2 norm within [min_norm, max_norm]."""
-    values = column.to_numpy()
-    lengths = np.fromiter(
-        (np.size(v) if _is_vector(v) else -1 for v in values), dtype=np.int64, count=len(values)
-    )
-    ok = lengths == dim
-    rows = np.flatnonzero(ok)
-    for start in range(0, len(rows), _NORM_CHUNK):
-        chunk = rows[start : start + _NORM_CHUNK]
-        matrix = np.stack([np.asarray(values[i], dtype=np.float64) for i in chunk]) if len(chunk) else None
-        if matrix is None:
-            continue
-        finite = np.isfinite(matrix).all(axis=1)
-        norms = np.linalg.norm(np.where(np.isfinite(matrix), matrix, 0.0), axis=1)
-        ok[chunk] = finite & (norms >= min_norm) & (norms <= max_norm)
-    return ok
-
-
-def _is_vector(value: Any) -> bool:
-    return isinstance(value, list | tuple | np.ndarray) and np.ndim(value) == 1
-
-
-def describe_vector(value: Any) -> str:
-    """What a vector cell holds, for a report: its length and L2 norm, or why it has no norm."""
-    if not _is_vector(value):
-        return f"not a vector ({type(value).__name__})"
-    try:
-        vector = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        return f"{len(value)} values, not all numbers"
-    if not np.isfinite(vector).all():
-        return f"{vector.size} values, NaN or infinite"
-    return f"{vector.size} values, L2 norm {np.linalg.norm(vector):.4g}"
-
-
-def modal_length(column: pd.Series) -> int | None:
-    """The most common vector length in a column (the dataset's dimension), None if it holds no vectors."""
-    lengths = [np.size(v) for v in column.dropna() if _is_vector(v)]
-    if not lengths:
-        return None
-    values, counts = np.unique(lengths, return_counts=True)
-    return int(values[np.argmax(counts)])
 
 
 @dataclass
@@ -294,7 +139,7 @@ def _run(
     suite_name: str, dataset_dir: Path, report_dir: Path, tables: list[_Table], failures: list[Failure]
 ) -> ValidationReport:
     """Run each table's expectations with GX, collect failures by row id; write summary, JSON, Data Docs."""
-    gx = _gx()
+    gx = import_gx()
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     report_dir = report_dir.resolve()
@@ -393,7 +238,7 @@ def validate_manifests(
     data_root: str | Path | None = None,
 ) -> ValidationReport:
     """Validate music.parquet and videos.parquet; media paths are relative to the dataset, in data_root."""
-    gx = _gx()
+    gx = import_gx()
     gxe = gx.expectations
     dataset_dir = Path(dataset_dir)
     root = Path(data_root or dataset_dir).resolve()
@@ -424,7 +269,7 @@ def _feature_table(
     expected_dims: dict[str, int],
     norm_range: tuple[float, float],
 ) -> _Table:
-    embedding = _embedding_expectation_class()
+    embedding = embedding_expectation()
     expectations = _key_expectations(gxe, key)
     expectations.append(gxe.ExpectColumnValuesToNotBeNull(column="event_timestamp"))
     problems: list[Failure] = []
@@ -473,7 +318,7 @@ def validate_features(
     Vector lengths come from `expected_dims` when given (e.g. from the extractors' declared sizes), else the
     most common length in the column: the data never hard-codes a dimension.
     """
-    gx = _gx()
+    gx = import_gx()
     gxe = gx.expectations
     dataset_dir = Path(dataset_dir)
     failures: list[Failure] = []
@@ -493,12 +338,3 @@ def validate_features(
         ids = manifest[key] if manifest is not None and key in manifest.columns else None
         tables.append(_feature_table(gxe, frame, file, key, vectors, ids, manifest_name, dims, norms))
     return _run("features", dataset_dir, Path(report_dir), tables, failures)
-
-
-def raise_on_failure(report: ValidationReport, log: Callable[[str], None] | None = None) -> ValidationReport:
-    """Print the summary and raise ValidationFailed when the report has failures (stops the pipeline)."""
-    if log is not None:
-        log(report.summary())
-    if not report.success:
-        raise ValidationFailed(report)
-    return report
