@@ -13,6 +13,7 @@ from bgmrec.commands.common import (
     config_path,
     console,
     fail,
+    project_path,
 )
 
 
@@ -63,9 +64,10 @@ def trigger(
         return
     if inbox is not None:
         fail("--inbox needs --host (the cluster's trigger); run local batches with --music-batch")
-    dataset = dataset or Path(config.data.dataset)
-    registry = registry or Path(config.gate.registry)
-    repo = config.feast.repo if feature_repo is None else feature_repo
+    dataset = dataset or project_path(config.data.dataset, params)
+    registry = registry or project_path(config.gate.registry, params)
+    repo = (str(project_path(config.feast.repo, params)) if config.feast.repo else "") if feature_repo is None \
+        else feature_repo
     console.print(f"running the new-music-batch pipeline on {music_batch} (kfp.local, outputs in {pipeline_root})")
     result = run_batch_locally(music_batch, dataset, registry, repo, config_path(params), pipeline_root)
     print(result.message)

@@ -8,4 +8,5 @@ COMMAND_MODULES = (
     "bgmrec.commands.data",
     "bgmrec.commands.training",
     "bgmrec.commands.serving",
+    "bgmrec.commands.report",
 )

@@ -42,6 +42,20 @@ def config_path(params: Path | None) -> Path | None:
     return find_params()
 
 
+def project_path(value: str | Path, params: Path | None) -> Path:
+    """A path of the configuration as a command run anywhere inside the checkout means it: relative paths of the
+    checkout's own params.yaml (found, not given) are relative to the checkout's root."""
+    from bgmrec.config import PARAMS_ENV, find_params
+
+    path = Path(value)
+    if path.is_absolute() or params is not None or os.environ.get(PARAMS_ENV):
+        return path
+    found = find_params()
+    if found is None:
+        return path
+    return Path(os.path.relpath(found.parent / path))
+
+
 def command_config(params: Path | None) -> Config:
     """The typed configuration the command runs with (exit 1 naming the key when the file is bad)."""
     from bgmrec.config import ConfigError, load_config

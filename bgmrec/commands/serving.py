@@ -15,6 +15,7 @@ from bgmrec.commands.common import (
     config_path,
     console,
     fail,
+    project_path,
 )
 
 
@@ -33,7 +34,8 @@ def build_catalog_command(
 
     config = command_config(params)
     try:
-        result = build_catalog_step(dataset or Path(config.data.dataset), registry or Path(config.gate.registry),
+        result = build_catalog_step(dataset or project_path(config.data.dataset, params),
+                                    registry or project_path(config.gate.registry, params),
                                     catalog_settings=config.catalog)
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
@@ -69,7 +71,9 @@ def serve(
         str | None, typer.Option(help="Interface to bind (0.0.0.0 to accept remote clients; default `serving.host`).")
     ] = None,
     feast_repo: Annotated[
-        Path | None, typer.Option(help="Feast repo for recommend_by_video (online video vectors).")
+        Path | None,
+        typer.Option(help="Feast repo for recommend_by_video (online video vectors); default `feast.repo` when it "
+                          "holds the configured feature_store file."),
     ] = None,
     threads: Annotated[int | None, typer.Option(help="Request threads of the BentoML worker.")] = None,
     max_k: Annotated[int | None, typer.Option(help="Largest k a request may ask for.")] = None,
@@ -89,7 +93,7 @@ def serve(
     from bgmrec.registry import ModelRegistry, RegistryError
 
     config = command_config(params)
-    registry = (registry or Path(config.gate.registry)).resolve()
+    registry = (registry or project_path(config.gate.registry, params)).resolve()
     try:  # one clear line and exit 1, rather than a server whose worker fails to start again and again
         ModelRegistry(registry).check_servable()
     except RegistryError as exc:
@@ -101,6 +105,9 @@ def serve(
         env[PARAMS_ENV] = str(params_file.resolve())
     overrides = {"BGMREC_THREADS": threads, "BGMREC_MAX_K": max_k, "BGMREC_MAX_UPLOAD_MB": max_upload_mb,
                  "BGMREC_FEATURE_REPO": feast_repo.resolve() if feast_repo is not None else None}
+    default_repo = project_path(config.feast.repo, params)
+    if feast_repo is None and (default_repo / config.feast.config).is_file():
+        overrides["BGMREC_FEATURE_REPO"] = default_repo.resolve()
     env.update({name: str(value) for name, value in overrides.items() if value is not None})
     host = host or config.serving.host
     port = port or config.serving.port
