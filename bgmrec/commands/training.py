@@ -112,7 +112,8 @@ def gate(
     """Promote the candidate only if it meets `gate.thresholds` and is not worse than production.
 
     Exit status: 0 promoted, 3 refused (production unchanged; the reasons are printed and written to --out),
-    1 an error (a missing or unreadable file).
+    1 an error (a missing or unreadable file). Inside a DVC experiment nothing is registered or promoted: the
+    decision the gate would take is printed and written to --out, exit 0.
     """
     from bgmrec.steps import gate_step
 
@@ -124,6 +125,11 @@ def gate(
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))
+    if result["experiment"]:
+        verdict = "would promote" if result["passed"] else "would refuse (" + "; ".join(result["reasons"]) + ")"
+        console.print(f"DVC experiment {result['experiment']}: the gate {verdict} {model}; nothing registered, "
+                      f"production unchanged ({result['production']}): experiments never promote")
+        return
     if result["passed"]:
         console.print(f"gate passed: {model} promoted as {result['version']}")
         return
@@ -133,6 +139,40 @@ def gate(
 
 
 
+def reproduce(
+    table: Annotated[list[str], typer.Option(help="Paper table(s): cmvae-2..cmvae-5, vmcml-2, vmcml-5, vmcml-6, "
+                                                  "or all.")],
+    out: Annotated[Path, typer.Option(help="Folder for TABLE.json, TABLE.md, TABLE.png and the simulated data.")],
+    seeds: Annotated[int, typer.Option(help="Seeds per model (split and initialisation).")] = 3,
+    scale: Annotated[float, typer.Option(help="Share of the preset's videos to simulate (1 = the paper's size; "
+                                              "0.05 for a quick run).")] = 1.0,
+    dataset: Annotated[
+        Path | None, typer.Option(help="A contract data set to use instead of the simulated preset.")
+    ] = None,
+    max_epochs: Annotated[int | None, typer.Option(help="Cap on the epochs of every trained model.")] = None,
+    params: ParamsOption = None,
+) -> None:
+    """Reproduce paper tables: our mean and 95 % interval over seeds beside the paper's numbers, and whether each
+    of the paper's claims holds (models' parameters from the configuration's `models:`)."""
+    from bgmrec.data.contract import DatasetError
+    from bgmrec.paper_tables import TABLES
+    from bgmrec.reproduce import reproduce_table
+
+    names = list(TABLES) if table == ["all"] else table
+    unknown = [name for name in names if name not in TABLES]
+    if unknown:
+        fail(f"unknown table(s) {', '.join(unknown)}; expected {', '.join(TABLES)} or all")
+    models = command_config(params).models
+    for name in names:
+        try:
+            report = reproduce_table(name, out, seeds, scale, dataset, models, max_epochs, log=console.print)
+        except (DatasetError, ValueError) as exc:
+            fail(str(exc))
+        console.print((out / f"{name}.md").read_text())
+        held = sum(c["verdict"] == "holds" for c in report["claims"])
+        console.print(f"{name}: {held} of {len(report['claims'])} claims hold; wrote {out / name}.json/.md/.png")
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the `bgmrec` app."""
     app.command("benchmark")(benchmark)
@@ -140,3 +180,4 @@ def register(app: typer.Typer) -> None:
     app.command("train")(train)
     app.command("evaluate")(evaluate)
     app.command("gate")(gate)
+    app.command("reproduce")(reproduce)
