@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 BENTO_MODEL_NAME = "bgmrec-recommender"
 
 
+class BentoResult(TypedDict):
+    """The Bento built: its tag, the BentoML model inside it, the registry version it serves, its folder."""
+
+    bento: str
+    model: str
+    registry_version: str
+    path: str
+
+
 def build_bento_step(registry_dir: str | Path, version: str | None = None,
-                     wheel: str | Path | None = None) -> dict[str, Any]:
+                     wheel: str | Path | None = None) -> BentoResult:
     """Package the production model and catalog as the BentoML model `bgmrec-recommender`, then build the Bento.
 
     The model folder holds model.pt (the registry's checkpoint) and catalog.parquet; the Bento is built from the
     bentofile that ships in the `serving` package, with the build argument `bento_model` set to the new model's
     tag, so the service declares that BentoModel at class level and the model travels inside the Bento. bgmrec
     goes in as a wheel (`wheel`, or one built from the source checkout this package runs from), its
-    dependencies from the serving lock beside the bentofile. Uses BENTOML_HOME for the stores.
+    dependencies from the serving lock beside the bentofile. Uses BENTOML_HOME for the stores. Inside a DVC
+    experiment nothing is built: the result says so.
     """
     import contextlib
     import shutil
@@ -27,8 +37,10 @@ def build_bento_step(registry_dir: str | Path, version: str | None = None,
     import yaml
 
     from bgmrec.catalog import CATALOG_FILE, index_files
-    from bgmrec.registry import CHECKPOINT_FILE, ModelRegistry
+    from bgmrec.registry import CHECKPOINT_FILE, ModelRegistry, experiment_skip
 
+    if (skipped := experiment_skip("the Bento store (BENTOML_HOME)")) is not None:
+        return skipped
     registry = ModelRegistry(registry_dir)
     record = registry.production()
     if record is None:

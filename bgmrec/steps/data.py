@@ -3,7 +3,42 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
+
+
+class ExtractResult(TypedDict, total=False):
+    """What `extract_step` (and `assemble_features_step`) did: items per kind and outcome, widths, failures."""
+
+    ok: bool
+    counts: dict[str, dict[str, int]]
+    seconds: dict[str, float]
+    outputs: dict[str, str]
+    dims: dict[str, int]
+    failures: list[str]
+    skipped: str
+
+
+class ValidationResult(TypedDict):
+    """A passed validation: the tables checked, the summary file and the Data Docs."""
+
+    passed: bool
+    tables: dict[str, int]
+    summary: str
+    data_docs: str | None
+
+
+class FeastApplyResult(TypedDict):
+    repo: str
+    rows: dict[str, int]
+    applied: list[str]
+
+
+class ShardResult(TypedDict, total=False):
+    shard: int
+    music: int
+    videos: int
+    failures: list[str]
+    skipped: str
 
 
 def sample_media_step(out_dir: str | Path, params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -13,7 +48,7 @@ def sample_media_step(out_dir: str | Path, params: dict[str, Any] | None = None)
     return {"out": str(out_dir), **generate_sample_media(out_dir, params)}
 
 
-def extract_step(dataset_dir: str | Path, params: dict[str, Any] | None = None, console: Any = None) -> dict[str, Any]:
+def extract_step(dataset_dir: str | Path, params: dict[str, Any] | None = None, console: Any = None) -> ExtractResult:
     """Media → music_features.parquet / video_features.parquet (params `extract:`); bad items are reported in
     DATASET/extraction_report.json and skipped. `ok` is False when any item failed.
     """
@@ -28,7 +63,7 @@ def extract_step(dataset_dir: str | Path, params: dict[str, Any] | None = None, 
 def validate_manifests_step(
     dataset_dir: str | Path, report_dir: str | Path, max_description_chars: int | None = None,
     data_root: str | Path | None = None,
-) -> dict[str, Any]:
+) -> ValidationResult:
     """Great Expectations on music.parquet / videos.parquet; writes the report and raises ValidationFailed
     (naming the offending rows) when anything fails, so no later step runs.
     """
@@ -44,7 +79,7 @@ def validate_manifests_step(
 def validate_features_step(
     dataset_dir: str | Path, report_dir: str | Path, min_norm: float | None = None,
     max_norm: float | None = None,
-) -> dict[str, Any]:
+) -> ValidationResult:
     """Great Expectations on the feature tables (keys, row counts, embedding length, finiteness, norm); writes
     the report and raises ValidationFailed naming the offending rows when anything fails.
     """
@@ -60,7 +95,7 @@ def validate_features_step(
 
 def feast_apply_step(
     repo_dir: str | Path, dataset_dir: str | Path, config: str = "feature_store.yaml"
-) -> dict[str, Any]:
+) -> FeastApplyResult:
     """Stage the dataset's feature tables into the Feast repo, apply its definitions, materialize online."""
     from bgmrec.feature_store import apply_repo, init_repo, materialize_all, open_store, stage_repo_data
 
@@ -90,7 +125,7 @@ def media_to_extract(dataset_dir: str | Path) -> bool:
 
 def extract_shard_step(
     dataset_dir: str | Path, shard: int, n_shards: int, params: dict[str, Any] | None = None
-) -> dict[str, Any]:
+) -> ShardResult:
     """Extract every n_shards-th music and video into the dataset's content-hash feature cache (one ParallelFor
     shard); `extract_step` afterwards assembles the feature tables from the cache (and fits audio_lld's PCA on
     the whole catalog). Bad items are reported here and again, authoritatively, by `extract_step`.
@@ -104,7 +139,7 @@ def extract_shard_step(
     return {"shard": shard, "music": n_music, "videos": n_videos, "failures": [str(f) for f in report.failures]}
 
 
-def assemble_features_step(dataset_dir: str | Path, params: dict[str, Any] | None = None) -> dict[str, Any]:
+def assemble_features_step(dataset_dir: str | Path, params: dict[str, Any] | None = None) -> ExtractResult:
     """After the shards: `extract_step` over the whole dataset (cache hits), or nothing when the features are
     precomputed. Raises when any item failed, naming them, so no model trains on a partial catalog."""
     if not media_to_extract(dataset_dir):

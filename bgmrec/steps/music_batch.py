@@ -3,10 +3,47 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict
 
 if TYPE_CHECKING:
     from bgmrec.config import Config
+
+
+class IngestResult(TypedDict):
+    """A batch's verdict: accepted and rejected counts, whether it brings videos, a readable summary."""
+
+    passed: bool
+    accepted: int
+    rejected: int
+    has_videos: bool
+    summary: str
+
+
+class BatchExtractResult(TypedDict):
+    extracted: int
+    failed: int
+    failures: list[str]
+
+
+class PushResult(TypedDict):
+    pushed: int
+    feature_repo: str
+
+
+class EmbedResult(TypedDict):
+    embedded: int
+    dim: int
+    model_version: str
+
+
+class BatchEvaluation(TypedDict):
+    """Recall@K of the batch's own videos against the batch's new music (strong generalisation)."""
+
+    protocol: str
+    videos: int
+    music: int
+    metrics: dict[str, float]
+    failures: list[str]
 
 
 def catalog_ids(registry_dir: str | Path) -> list[str]:
@@ -33,7 +70,7 @@ def read_batch_music_vectors(features_dir: str | Path):
 
 def ingest_music_batch_step(
     batch_dir: str | Path, registry_dir: str | Path, out_dir: str | Path, config: Config
-) -> dict[str, Any]:
+) -> IngestResult:
     """Check a new music batch (bgmrec.batch: corrupt files, duplicate ids, ids already in the catalog) against
     the `batch:` rules; write OUT/music.parquet (the accepted part, empty when the batch is refused) and
     OUT/batch_report.json. Returns the verdict and a readable summary.
@@ -50,7 +87,7 @@ def ingest_music_batch_step(
 
 def extract_music_batch_step(
     batch_out_dir: str | Path, dataset_dir: str | Path, out_dir: str | Path, config: Config
-) -> dict[str, Any]:
+) -> BatchExtractResult:
     """Features of the accepted batch music, transformed with the catalog dataset's SAVED audio_lld scaler + PCA;
     writes OUT/music_features.parquet, OUT/music.parquet (music that extracted) and OUT/extraction_report.json.
     """
@@ -78,7 +115,7 @@ def extract_music_batch_step(
             "failures": [f"{f.item_id} ({f.path}): {f.reason}" for f in report.failures]}
 
 
-def push_music_batch_step(features_dir: str | Path, feature_repo: str | Path) -> dict[str, Any]:
+def push_music_batch_step(features_dir: str | Path, feature_repo: str | Path) -> PushResult:
     """Push the batch's music vectors to Feast, online and offline at once (readable online immediately)."""
     from bgmrec.feature_store import open_store, push_music
 
@@ -86,7 +123,7 @@ def push_music_batch_step(features_dir: str | Path, feature_repo: str | Path) ->
     return {"pushed": pushed, "feature_repo": str(feature_repo)}
 
 
-def embed_music_batch_step(features_dir: str | Path, registry_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
+def embed_music_batch_step(features_dir: str | Path, registry_dir: str | Path, out_dir: str | Path) -> EmbedResult:
     """Embed the batch's music with the production model's music encoder (the papers' unseen-music path:
     no retraining); writes OUT/embeddings.parquet (music_id, embedding) tagged with the model version.
     """
@@ -115,7 +152,7 @@ def embed_music_batch_step(features_dir: str | Path, registry_dir: str | Path, o
 def evaluate_music_batch_step(
     batch_dir: str | Path, features_dir: str | Path, registry_dir: str | Path, out_json: str | Path,
     config: Config,
-) -> dict[str, Any]:
+) -> BatchEvaluation:
     """Strong-generalization Recall@K of a batch that comes with videos (batch videos.csv/.parquet): each video
     ranks the batch's new music — never seen in training, the papers' unseen music — with the production model;
     full-gallery Recall@K (VMCML eq. 7) over the batch's music. Videos that fail to decode are reported and left
