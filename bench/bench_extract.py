@@ -6,16 +6,15 @@ Two figures for each, because they answer different questions:
 - batch throughput: `extract_dataset` (the path of `bgmrec extract`, `workers` threads) over N real files with a
   fresh cache, reported as wall seconds / N.
 
-Targets with the default settings (issue 5): <= 1 s per 10 s of video, <= 1 s per 30 s of music, on 2 CPU cores.
-The load average and the CPU time other processes used during each measurement (from /proc/stat) are recorded
-beside the figures. Never fails on timing.
+Targets with the default settings (docs/decisions/extraction-speed.md): <= 1 s per 10 s of video, <= 1 s per 30 s
+of music, on 2 CPU cores. The load average and the CPU time other processes used during each measurement (from
+/proc/stat) are recorded beside the figures. Never fails on timing.
 
-    .venv/bin/python bench/bench_extract.py [--repeats 3] [--items 8] [--out bench/results/extract.json]
+    flock /tmp/bgmrec-cpu.lock .venv/bin/python bench/bench_extract.py     # writes bench/results/extract.json
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -24,8 +23,12 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+import typer
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # 10 s test videos at 640×360, 30 fps, H.264: FFmpeg lavfi sources with different content (decode cost differs).
 VIDEO_SOURCES = (
@@ -139,14 +142,17 @@ def _batch_throughput(root: Path, videos: list[Path], music: list[Path], config,
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--items", type=int, default=8, help="music clips and videos in the batch measurement")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads and workers (the target: 2 cores)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "extract.json")
-    args = parser.parse_args()
+app = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None, pretty_exceptions_enable=False)
 
+
+@app.command()
+def main(
+    repeats: Annotated[int, typer.Option(min=1, help="timed calls per figure after a warm-up (median kept)")] = 3,
+    items: Annotated[int, typer.Option(min=2, help="music clips and videos in the batch (the PCA needs 2)")] = 8,
+    threads: Annotated[int, typer.Option(min=1, help="torch threads and extraction workers (target: 2 cores)")] = 2,
+    out: Annotated[Path, typer.Option(help="the JSON results file")] = ROOT / "bench" / "results" / "extract.json",
+) -> None:
+    """Measure single-item latency and batch throughput of extraction and write the figures to OUT."""
     import torch
 
     from bgmrec.media.config import ExtractionConfig
@@ -154,11 +160,11 @@ def main() -> None:
     from bgmrec.media.extract import _music_item, embed_video_file, get_extractor
 
     load_before = [round(x, 2) for x in os.getloadavg()]
-    torch.set_num_threads(args.threads)
-    config = ExtractionConfig(torch_threads=args.threads, workers=args.threads, progress=False)
+    torch.set_num_threads(threads)
+    config = ExtractionConfig(torch_threads=threads, workers=threads, progress=False)
     workdir = tempfile.TemporaryDirectory(prefix="bench_extract_")  # media and caches, removed at the end
     tmp = Path(workdir.name)
-    videos, music = _make_media(tmp, args.items)
+    videos, music = _make_media(tmp, items)
     video, clip = videos[0], music[0]  # testsrc2 and a 30 s clip: the single-item media
     results: dict[str, dict] = {"load_seconds": {}}
 
@@ -168,31 +174,31 @@ def main() -> None:
         results["load_seconds"][kind] = round(time.perf_counter() - started, 3)
 
     decode_s, frames = _timed(lambda: decode_frames(video, config.fps, config.frame_size, config.max_frames),
-                              args.repeats)
+                              repeats)
     visual = get_extractor("visual", config)
-    cnn_s, _ = _timed(lambda: visual.embed_video(frames), args.repeats)
+    cnn_s, _ = _timed(lambda: visual.embed_video(frames), repeats)
     parts = {"decode_frames": decode_s, f"{visual.name}@{config.frame_size}": cnn_s}
-    upload_s, _ = _timed(lambda: embed_video_file(video, None, config), args.repeats)
+    upload_s, _ = _timed(lambda: embed_video_file(video, None, config), repeats)
     small = decode_frames(video, config.fps, 160, config.max_frames)
-    option_s, _ = _timed(lambda: visual.embed_video(small), args.repeats)
+    option_s, _ = _timed(lambda: visual.embed_video(small), repeats)
     results["per_10s_video"] = {"frames": len(frames), "batch_size": config.batch_size, **parts,
                                 "sum_of_stages": _total(parts), "embed_video_file": upload_s,
                                 "option_not_default": {f"{visual.name}@160": option_s}}
 
     descriptions = [f"video number {i}: a walk on the beach at sunset, calm and warm" for i in range(64)]
     text = get_extractor("text", config)
-    text_s, _ = _timed(lambda: text.embed_texts(descriptions), args.repeats)
+    text_s, _ = _timed(lambda: text.embed_texts(descriptions), repeats)
     results["text_per_description"] = {text.name: {k: v / len(descriptions) for k, v in text_s.items()
                                                    if k in ("wall_s", "cpu_s")}}
 
-    audio_s, signal = _timed(lambda: decode_audio(clip, config.sample_rate, config.max_audio_seconds), args.repeats)
+    audio_s, signal = _timed(lambda: decode_audio(clip, config.sample_rate, config.max_audio_seconds), repeats)
     parts = {"decode_audio": audio_s}
     for kind in ("audio_embedding", "audio_lld"):
         extractor = get_extractor(kind, config)
         parts[extractor.name], _ = _timed(
-            lambda extractor=extractor: extractor.embed_audio(signal, config.sample_rate), args.repeats
+            lambda extractor=extractor: extractor.embed_audio(signal, config.sample_rate), repeats
         )
-    item_s, _ = _timed(lambda: _music_item(clip, config, None), args.repeats)
+    item_s, _ = _timed(lambda: _music_item(clip, config, None), repeats)
     results["per_30s_music"] = {**parts, "sum_of_stages": _total(parts), "one_clip_end_to_end": item_s}
 
     results["one_at_a_time_over_the_batch_media"] = {
@@ -201,7 +207,7 @@ def main() -> None:
                                                 for v in videos),
         "per_30s_music_wall_s": statistics.mean(_measure(lambda c=c: _music_item(c, config, None))[0] for c in music),
     }
-    results["batch_throughput"] = _batch_throughput(tmp, videos, music, config, args.repeats)
+    results["batch_throughput"] = _batch_throughput(tmp, videos, music, config, repeats)
 
     def rounded(value):
         if isinstance(value, dict):
@@ -212,8 +218,8 @@ def main() -> None:
 
     report = {
         "command": "python bench/bench_extract.py "
-                   + f"--repeats {args.repeats} --items {args.items} --threads {args.threads}",
-        "threads": args.threads, "cpu_count": os.cpu_count(), "machine": platform.machine(),
+                   + f"--repeats {repeats} --items {items} --threads {threads}",
+        "threads": threads, "cpu_count": os.cpu_count(), "machine": platform.machine(),
         "load_average_1m_5m_15m": {"before": load_before, "after": [round(x, 2) for x in os.getloadavg()]},
         "targets_wall_s": {"per_10s_video": 1.0, "per_30s_music": 1.0},
         "note": "single-item figures: median of `repeats` calls after a warm-up; per_10s_video.embed_video_file and "
@@ -222,11 +228,11 @@ def main() -> None:
                 "during the measured calls (0 on a quiet machine)",
         "config": config.to_dict(), **rounded(results),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     workdir.cleanup()
 
 
 if __name__ == "__main__":
-    main()
+    app()
