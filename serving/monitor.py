@@ -5,7 +5,8 @@ Every served list is recorded (catalog rows). A background thread recomputes the
 popularity) at most once per `interval` seconds and sets the gauges, so the request path only appends to a deque.
 Intra-list diversity is scored once per list, when the thread first sees it, and averaged over the window: the
 thread then holds the GIL for about a millisecond per refresh instead of ~20 ms for re-scoring the whole window
-(which showed up in the request latency tail). Errors are counted by endpoint and kind
+(which showed up in the request latency tail). The served model is `bgmrec_model_info` (info-style, set on every
+swap by `set_served_model`). Errors are counted by endpoint and kind
 (`bgmrec_request_errors_total`); request counts and latencies are BentoML's own `bentoml_service_request_*` metrics.
 
 Gauges use multiprocess_mode="livemostrecent": BentoML serves /metrics in Prometheus multiprocess mode, and with
@@ -45,6 +46,12 @@ REQUEST_ERRORS = Counter(
     "bgmrec_request_errors", "requests rejected by the recommender, by endpoint and kind", ["endpoint", "kind"]
 )
 RECOMMENDATIONS = Counter("bgmrec_recommendations", "recommendation lists served", ["endpoint"])
+# Info-style: 1 for the model this worker serves now, 0 for each one it served before (Prometheus multiprocess
+# files keep a label set once written, so a swapped-out version is set to 0 rather than removed). Query `== 1`.
+MODEL_INFO = Gauge(
+    "bgmrec_model_info", "the registry version and model this replica serves (1) or served before (0)",
+    ["model_version", "model"], multiprocess_mode="livemostrecent",
+)
 BATCH_SIZE = Histogram(
     "bgmrec_batch_size", "requests answered by one model call (micro-batching of concurrent requests)",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
@@ -54,6 +61,21 @@ BATCH_SIZE = Histogram(
 def count_error(endpoint: str, kind: str) -> None:
     """Count one rejected request (kind: wrong_length, not_finite, k_out_of_range, unknown_video, ...)."""
     REQUEST_ERRORS.labels(endpoint=endpoint, kind=kind).inc()
+
+
+_served_lock = threading.Lock()
+_served: tuple[str, str] | None = None
+
+
+def set_served_model(model_version: str, model: str) -> None:
+    """Export the model now served (`bgmrec_model_info{model_version, model} 1`); the one before goes to 0.
+    Called on every swap of the served state."""
+    global _served
+    with _served_lock:
+        if _served is not None and _served != (model_version, model):
+            MODEL_INFO.labels(model_version=_served[0], model=_served[1]).set(0)
+        MODEL_INFO.labels(model_version=model_version, model=model).set(1)
+        _served = (model_version, model)
 
 
 class DiversityMonitor:

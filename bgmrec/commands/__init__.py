@@ -8,5 +8,6 @@ COMMAND_MODULES = (
     "bgmrec.commands.data",
     "bgmrec.commands.training",
     "bgmrec.commands.serving",
+    "bgmrec.commands.registry",
     "bgmrec.commands.report",
 )

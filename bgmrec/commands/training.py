@@ -38,7 +38,7 @@ def benchmark(
     model_params = (yaml.safe_load(params.read_text()) or {}).get("models", {}) if params else {}
     try:
         result = run_benchmark(dataset, split, [m.strip() for m in models.split(",") if m.strip()], seed,
-                               model_params, log=console.print)
+                               model_params, log=console.print, console=console)
     except (DatasetError, ValueError) as exc:
         fail(str(exc))
     json_path, md_path = write_benchmark(result, out)
@@ -56,7 +56,7 @@ def list_models() -> None:
 def train(
     dataset: Annotated[Path, typer.Option(help="Dataset directory (manifests; vectors too without Feast).")],
     model: Annotated[str, typer.Option(help="Registered torch model name (see list-models).")],
-    out: Annotated[Path, typer.Option(help="Output directory: model.pt, train.json, history.csv, PNG.")],
+    out: Annotated[Path, typer.Option(help="Output directory: model.pt, train.json, the DVCLive log dvclive/.")],
     split: Annotated[str, typer.Option("--split", help="weak or strong.")] = "weak",
     feature_repo: Annotated[
         Path | None, typer.Option(help="Feast repo: read vectors with get_historical_features.")

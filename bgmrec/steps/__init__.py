@@ -25,6 +25,7 @@ from bgmrec.steps.music_batch import (
     push_music_batch_step,
     read_batch_music_vectors,
 )
+from bgmrec.steps.promotion import promote_step, rollback_step
 from bgmrec.steps.training import (
     evaluate_step,
     gate_decision_step,
@@ -51,10 +52,12 @@ __all__ = [
     "gate_step",
     "ingest_music_batch_step",
     "media_to_extract",
+    "promote_step",
     "push_music_batch_step",
     "read_batch_music_vectors",
     "refresh_catalog_step",
     "register_model_step",
+    "rollback_step",
     "sample_media_step",
     "train_step",
     "validate_features_step",

@@ -36,7 +36,7 @@ def build_bento_step(registry_dir: str | Path, version: str | None = None,
     import bentoml
     import yaml
 
-    from bgmrec.catalog import CATALOG_FILE, index_files
+    from bgmrec.catalog import CATALOG_FILE, copy_catalog
     from bgmrec.registry import CHECKPOINT_FILE, ModelRegistry, experiment_skip
 
     if (skipped := experiment_skip("the Bento store (BENTOML_HOME)")) is not None:
@@ -60,10 +60,7 @@ def build_bento_step(registry_dir: str | Path, version: str | None = None,
         metadata={"registry_version": record["version"]},
     ) as bento_model:
         shutil.copy2(registry.checkpoint(record["version"]), bento_model.path_of(CHECKPOINT_FILE))
-        shutil.copy2(catalog, bento_model.path_of(CATALOG_FILE))
-        for index_file in index_files(catalog):  # the vector index of a large catalog travels with it
-            if index_file.exists():
-                shutil.copy2(index_file, bento_model.path_of(index_file.name))
+        copy_catalog(catalog, bento_model.path_of(CATALOG_FILE))  # its parts (and index) travel with it
     tag = str(bento_model.tag)
     packaged = resources.files("serving")
     config = yaml.safe_load(packaged.joinpath("bentofile.yaml").read_text())
