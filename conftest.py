@@ -76,6 +76,7 @@ def make_music_world(root: Path, n_music: int = 6, videos_per_music: int = 4, mo
     from bgmrec.models.base import TrainingData
     from bgmrec.registry import ModelRegistry
     from bgmrec.steps import build_catalog_step
+    from bgmrec.train import fit
 
     dataset_dir, registry_dir = root / "dataset", root / "registry"
     music_ids = [f"m{i:02d}" for i in range(n_music)]
@@ -109,7 +110,7 @@ def make_music_world(root: Path, n_music: int = 6, videos_per_music: int = 4, mo
 
     dataset = load_dataset(dataset_dir)
     recommender = create_model(model, {"epochs": 1, "progress": False, "batch_size": 8})
-    recommender.fit(TrainingData(dataset, make_split(dataset, "weak", seed=0)))
+    fit(recommender, TrainingData(dataset, make_split(dataset, "weak", seed=0)))
     checkpoint = recommender.save(root / "model.pt")
     registry = ModelRegistry(registry_dir)
     registry.promote(registry.register(checkpoint, {"weak": {"test": {"recall@10": 0.0}}}, model))

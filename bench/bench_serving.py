@@ -82,13 +82,14 @@ def prepare_registry(workdir: Path, train_seconds: float) -> Path:
     from bgmrec.models import create_model
     from bgmrec.models.base import TrainingData
     from bgmrec.steps import build_catalog_step
+    from bgmrec.train import fit
 
     dataset = workdir / "dataset"
     if not (dataset / "music.parquet").exists():
         simulate("tt150k", 0, dataset, dims=EXTRACTOR_WIDTHS)
     ds = load_dataset(dataset)
     model = create_model("cmvae", {"epochs": 1, "max_seconds": train_seconds, "progress": False})
-    model.fit(TrainingData(ds, make_split(ds, "weak", 0)))
+    fit(model, TrainingData(ds, make_split(ds, "weak", 0)))
     checkpoint = model.save(workdir / "cmvae.pt")
     registry.promote(registry.register(checkpoint, {"note": "benchmark model, one epoch"}, "cmvae"))
     build_catalog_step(dataset, registry.root)

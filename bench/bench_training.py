@@ -106,7 +106,7 @@ def bench_model(name: str, data: TrainingData, epochs: int, seed: int) -> dict[s
 @app.command()
 def main(
     dataset_dir: Annotated[Path, typer.Option("--dataset", help="dataset directory (TT-150k scale for the reported "
-                                                                  "figures: bgmrec simulate --scale tt150k)")],
+                                                                  "figures: bgmrec simulate --preset tt150k)")],
     models: Annotated[str, typer.Option(help="comma-separated registered TorchRecommender names")] =
         "cmvae,vmcml,cevar",
     out: Annotated[Path, typer.Option(help="the JSON results file")] = ROOT / "bench" / "results" / "training.json",

@@ -32,7 +32,7 @@ app = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None, pre
 @app.command()
 def main(
     dataset_dir: Annotated[Path, typer.Option("--dataset", help="dataset directory (TT-150k scale for the reported "
-                                                                  "figures: bgmrec simulate --scale tt150k)")],
+                                                                  "figures: bgmrec simulate --preset tt150k)")],
     model_name: Annotated[str, typer.Option("--model", help="a registered VMCML name (vmcml, vmcml-nosl, ...)")] =
         "vmcml",
     max_seconds: Annotated[float, typer.Option(min=1.0, help="training wall-clock budget in seconds")] = 600.0,

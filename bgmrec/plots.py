@@ -1,6 +1,7 @@
-"""Files behind the pipeline's plots: CSV tables DVC plots reads, and PNGs (matplotlib) that render offline.
+"""Files behind the evaluation's plots: CSV tables DVC plots reads, and PNGs (matplotlib) that render offline.
 
-`dvc plots show` writes HTML that loads vega from a CDN, so every plot also exists as a PNG.
+`dvc plots show` writes HTML that loads vega from a CDN, so every plot also exists as a PNG. Training curves are
+DVCLive's (`bgmrec.train.DVCLiveLog`: per-metric TSVs for DVC plots and a report.md with PNGs).
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from bgmrec.metrics import FULL_KS, IPS_KS
-
-TRAINING_COLUMNS = ("epoch", "loss", "val_recall@5", "val_recall@10", "val_ips_recall@25")
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
@@ -31,26 +30,6 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def write_training_curves(history: list[dict[str, Any]], out_dir: Path, title: str) -> dict[str, str]:
-    """OUT/history.csv (epoch, loss, validation Recall@5/@10 and IPS Recall@25) and OUT/training_curves.png."""
-    rows = [[record.get(c, math.nan) for c in TRAINING_COLUMNS] for record in history]
-    csv_path = _write_csv(out_dir / "history.csv", list(TRAINING_COLUMNS), rows)
-    plt = _pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
-    epochs = [r[0] for r in rows]
-    left.plot(epochs, [r[1] for r in rows], marker="o")
-    left.set(xlabel="epoch", ylabel="training loss", title=f"{title}: loss")
-    for column in TRAINING_COLUMNS[2:]:
-        right.plot(epochs, [r[TRAINING_COLUMNS.index(column)] for r in rows], marker="o", label=column)
-    right.set(xlabel="epoch", ylabel="validation recall", title=f"{title}: validation")
-    right.legend()
-    fig.tight_layout()
-    png = out_dir / "training_curves.png"
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
-    return {"history_csv": str(csv_path), "png": str(png)}
 
 
 def write_recall_curves(metrics: dict[str, dict[str, Any]], out_dir: Path, title: str) -> dict[str, str]:

@@ -12,7 +12,7 @@ from bgmrec.evaluate import evaluate
 from bgmrec.models import create_model, load_model
 from bgmrec.models.base import TrainingData
 from bgmrec.models.cmvae import CMVAE, product_of_experts
-from bgmrec.train import training_tensors
+from bgmrec.train import fit, training_tensors
 
 pytestmark = pytest.mark.unit
 
@@ -28,7 +28,7 @@ def tiny_data(tiny_dataset) -> TrainingData:
 @pytest.fixture(scope="module")
 def trained(tiny_data) -> CMVAE:
     model = create_model("cmvae", {**SMALL, "epochs": 25, "patience": 25, "lr": 3e-3})
-    model.fit(tiny_data)
+    fit(model, tiny_data)
     return model
 
 
@@ -151,7 +151,7 @@ def test_same_seed_gives_same_model(tiny_data):
     embeddings = []
     for _ in range(2):
         model = create_model("cmvae", {**SMALL, "epochs": 2})
-        model.fit(tiny_data)
+        fit(model, tiny_data)
         embeddings.append(
             model.embed_music(
                 tiny_data.dataset.music_vectors.audio_embedding, tiny_data.dataset.music_vectors.audio_lld

@@ -1,12 +1,14 @@
 """What every recommender implements, so the benchmark, the pipeline and serving treat models alike.
 
-- `Recommender.fit(data)` trains on the training part of a split (early stopping may use the val part).
+- `Recommender.fit(data)` trains on the training part of a split (early stopping may use the val part); torch
+  models are trained by `bgmrec.train.fit(model, data)`, which trains any recommender.
 - `Recommender.score(videos, music)` → (n_videos, n_music) scores, higher is better. Music is passed with its ids
   so a model may treat music it saw in training differently (VMCML's prototypes, PopularRank's counts).
 - `EmbeddingRecommender` adds `embed_videos` / `embed_music` (L2-normalised, batched): the API serving uses,
   and scores are cosines of those embeddings.
 - `TorchRecommender` adds input standardisation, device handling and checkpoints that carry config and feature
-  dims; its `module` is trained by the one loop in `bgmrec.train`.
+  dims; its `module` is trained by the one loop in `bgmrec.train` with the model's `training_config`. Models sit
+  below the trainer: they declare their training settings (`TrainingConfig`) and never import it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from torch import nn
 
 from bgmrec.data.contract import Dataset, MusicVectors, VideoVectors
 from bgmrec.data.splits import Split
+from bgmrec.models.training_config import TrainingConfig
 
 EMBED_BATCH = 8192
 
@@ -141,12 +144,24 @@ class Standardiser(nn.Module):
 
 
 class TorchRecommender(EmbeddingRecommender):
-    """An embedding recommender whose encoders are a torch module trained by `bgmrec.train.fit_torch`.
+    """An embedding recommender whose encoders are a torch module trained by the loop in `bgmrec.train`.
 
     Subclasses build `self.module` in `build(dims, data)`; the module implements
     `training_loss(batch, bank) -> (loss, {name: float})`, `encode_videos(visual, text, has_text) -> Tensor`
-    and `encode_music(audio_embedding, audio_lld) -> Tensor` on standardised inputs.
+    and `encode_music(audio_embedding, audio_lld) -> Tensor` on standardised inputs. Their `default_params` start
+    with the training settings, `{**TrainingConfig(<the model's overrides>).as_params(), <model parameters>}`.
     """
+
+    default_params: dict[str, Any] = TrainingConfig().as_params()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        missing = [name for name in TrainingConfig.field_names() if name not in cls.default_params]
+        if missing:
+            raise TypeError(
+                f"{cls.__name__}.default_params lacks the training settings {', '.join(missing)}: start it with "
+                "**TrainingConfig(<overrides>).as_params()"
+            )
 
     def __init__(self, params: dict[str, Any] | None = None):
         super().__init__(params)
@@ -154,16 +169,23 @@ class TorchRecommender(EmbeddingRecommender):
         self.dims: dict[str, int] = {}
         self.extra: dict[str, Any] = {}
         self.device = torch.device("cpu")
-        self.history: list[dict[str, float]] = []
+
+    @property
+    def training_config(self) -> TrainingConfig:
+        """The training loop's settings among this model's parameters; a ValueError names the model and what is
+        wrong (the loop reads them before it builds anything)."""
+        try:
+            return TrainingConfig.from_params(self.params)
+        except ValueError as exc:
+            raise ValueError(f"{self.name}: {exc}") from None
 
     @abstractmethod
     def build(self, dims: dict[str, int], data: TrainingData | None) -> nn.Module:
         """Create the module for these feature dims (data is None when loading a checkpoint)."""
 
     def fit(self, data: TrainingData) -> dict[str, Any]:
-        from bgmrec.train import fit_torch
-
-        return fit_torch(self, data)
+        """Torch models do not train themselves: the one training loop does, `bgmrec.train.fit(model, data)`."""
+        raise TypeError(f"{self.name}: a torch model is trained by the training loop, bgmrec.train.fit(model, data)")
 
     def _require_module(self) -> nn.Module:
         if self.module is None:

@@ -9,9 +9,8 @@ import numpy as np
 import pandas as pd
 
 from bgmrec.data.contract import MusicVectors, VideoVectors
+from bgmrec.data.oracle import ORACLE_FILE
 from bgmrec.models.base import EmbeddingRecommender, Recommender, TrainingData, check_vectors, l2_normalise
-
-ORACLE_FILE = "oracle.npz"
 
 
 class RandomRecommender(Recommender):

@@ -22,7 +22,7 @@ from torch import nn
 
 from bgmrec.models.base import Standardiser, TorchRecommender, TrainingData
 from bgmrec.models.layers import mlp
-from bgmrec.train import TRAIN_DEFAULTS
+from bgmrec.models.training_config import TrainingConfig
 
 GENERATIONS = ("none", "dual", "cross")
 FUSIONS = ("poe", "moe", "concat")
@@ -213,7 +213,7 @@ class CMVAEModule(nn.Module):
         L = β·(reconstruction error) + KL + γ·L_matching. The reconstruction error is the squared error per feature
         of standardised inputs (mean over features, i.e. a unit-variance Gaussian log-likelihood divided by the
         feature count), so β is on a different scale from the paper's 1e5 (whose reconstruction scale the paper
-        does not give); see docs/notes/issue-3.md for the measured effect of β.
+        does not give); see docs/decisions/cmvae-loss-scale.md for the measured effect of β.
         """
         music_ids, music_of_video = torch.unique(batch["label"], return_inverse=True)
         # each distinct music of the batch is encoded (and decoded) once, then indexed per video
@@ -265,18 +265,17 @@ class CMVAEModule(nn.Module):
 
 
 class CMVAE(TorchRecommender):
-    """CMVAE (paper 000) as a TorchRecommender: built here, trained by `bgmrec.train.fit_torch`.
+    """CMVAE (paper 000) as a TorchRecommender: built here, trained by the loop in `bgmrec.train`.
 
-    Defaults are the paper's (section 5.2: embedding 512, batch 1,024, Adam, L2 1e-3, α 3, k 10) except where the
+    Defaults are the paper's (section 5.2: embedding 512, batch 1,024, L2 1e-3, α 3, k 10; no optimiser is named,
+    Algorithm 1 takes "stochastic gradient steps", and the loop's is Adam) except where the
     paper's value is tied to an unknown scale or optimiser detail: β (see `CMVAEModule.training_loss`), the
     learning rate (the paper's 0.05 / 1e-4 are for its own setup; 1e-3 is stable here) and the margin (not given).
     """
 
     name = "cmvae"
     default_params: dict[str, Any] = {
-        **TRAIN_DEFAULTS,
-        "lr": 1e-3,
-        "weight_decay": 1e-3,
+        **TrainingConfig(batch_size=1024, lr=1e-3, weight_decay=1e-3).as_params(),
         "latent_dim": 512,
         "hidden": 256,
         "generation": "cross",

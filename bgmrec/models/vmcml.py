@@ -18,7 +18,7 @@ of W, a music never seen by f(m) (see `VMCMLRecommender.embed_music` for the rul
 CEVAR (Surís et al. 2018, as both papers use it): two MLP encoders trained with a cosine embedding loss on a
 positive pair and a random negative pair; the label (class) prediction loss is removed as both papers do.
 
-Both are trained by the one loop in `bgmrec.train.fit_torch`.
+Both are trained by the one loop in `bgmrec.train`.
 """
 
 from __future__ import annotations
@@ -33,14 +33,8 @@ from torch import nn
 
 from bgmrec.models.base import Standardiser, TorchRecommender, TrainingData, l2_normalise
 from bgmrec.models.layers import mlp
-from bgmrec.train import TRAIN_DEFAULTS
+from bgmrec.models.training_config import TrainingConfig
 
-# Section 4.2 gives Adam, lr 1e-5, weight decay 2e-3, batch 128 for end-to-end fine-tuning of pretrained
-# backbones on 3 GPUs. Our encoders are trained from scratch on frozen features, on 2 shared CPU cores with a
-# wall-clock budget: at lr 1e-5 the model was still far from converged after a 150 s budget on the sample data
-# (Recall@10 0.48 after 13 epochs vs 0.86 at lr 1e-3, best at epoch 1; docs/notes/issue-4.md), so the default is
-# lr 1e-3. Weight decay 2e-3 and batch 128 are kept.
-TRAINING_DEFAULTS = {"lr": 1e-3, "weight_decay": 2e-3, "batch_size": 128}
 LIFTING_LOSSES = ("cosface", "arcface")
 SEEN_MUSIC_MODES = ("prototype", "encoder")
 
@@ -98,12 +92,13 @@ class VideoMusicEncoders(nn.Module):
     def __init__(self, dims: dict[str, int], params: dict[str, Any]):
         super().__init__()
         self.use_lld = bool(params["use_lld"])
+        self.video_text = bool(params["video_text"])
         self.visual_std = Standardiser(dims["visual"])
         self.text_std = Standardiser(dims["text"])
         self.audio_std = Standardiser(dims["audio_embedding"])
         self.lld_std = Standardiser(dims["audio_lld"])
         dim = int(params["embedding_dim"])
-        video_in = dims["visual"] + dims["text"] + 1
+        video_in = dims["visual"] + (dims["text"] + 1 if self.video_text else 0)
         music_in = dims["audio_embedding"] + (dims["audio_lld"] if self.use_lld else 0)
         dropout = float(params["dropout"])
         self.video_encoder = mlp([video_in, *params["video_hidden"], dim], dropout=dropout)
@@ -124,6 +119,8 @@ class VideoMusicEncoders(nn.Module):
 
     def encode_videos(self, visual: torch.Tensor, text: torch.Tensor, has_text: torch.Tensor) -> torch.Tensor:
         """g(v): visual ⊕ text ⊕ has-text flag; the text part is zero for videos without a description."""
+        if not self.video_text:  # the paper's video encoder sees the frames only (section 3.3)
+            return self.video_encoder(self.visual_std(visual))
         flag = has_text.to(visual.dtype)[:, None]
         x = torch.cat([self.visual_std(visual), self.text_std(text) * flag, flag], dim=1)
         return self.video_encoder(x)
@@ -166,7 +163,8 @@ class VMCMLModule(VideoMusicEncoders):
 
         One pass does both lifting terms: g(v) and f(m) are stacked and scored against the prototypes in one
         matmul (W normalised once per step), and the positive and negative music go through f together. This is
-        the same objective as two separate L_C calls, about 1.5× faster per step on the CPU (docs/notes/issue-4.md).
+        the same objective as two separate L_C calls, about 1.5× faster per step on the CPU
+        (docs/decisions/vmcml-defaults.md).
         """
         labels = batch["label"]
         n = len(labels)
@@ -217,14 +215,19 @@ class CEVARModule(VideoMusicEncoders):
         }
 
 
+# Section 4.2 gives Adam, lr 1e-5, weight decay 2e-3, batch 128 for end-to-end fine-tuning of pretrained
+# backbones on 3 GPUs. Our encoders are trained from scratch on frozen features, on 2 shared CPU cores with a
+# wall-clock budget: at lr 1e-5 the model was still far from converged after a 150 s budget on the sample data
+# (Recall@10 0.48 after 13 epochs vs 0.86 at lr 1e-3, best at epoch 1; docs/decisions/vmcml-defaults.md), so the
+# default is lr 1e-3. Weight decay 2e-3 and batch 128 are kept.
 ENCODER_DEFAULTS: dict[str, Any] = {
+    **TrainingConfig(lr=1e-3, weight_decay=2e-3, batch_size=128).as_params(),
     "embedding_dim": 256,
     "video_hidden": [256],
     "music_hidden": [256],
     "dropout": 0.1,
     "use_lld": True,
-    **TRAIN_DEFAULTS,
-    **TRAINING_DEFAULTS,
+    "video_text": True,  # False: visual-only video encoder g, as in the paper (section 3.3)
 }
 
 
@@ -244,12 +247,13 @@ class VMCMLRecommender(TorchRecommender):
     default_params: dict[str, Any] = {
         **ENCODER_DEFAULTS,
         "lifting_loss": "cosface",
-        "scale": 30.0,  # s of eq. 3; not given in the paper (CosFace uses 64); see docs/notes/issue-4.md
+        "scale": 30.0,  # s of eq. 3; not given in the paper (CosFace uses 64); see docs/decisions/vmcml-defaults.md
         "margin": 0.2,  # μ, section 4.2
         "alpha": 0.38,  # eq. 4, section 4.2
         "beta": 2.0,  # eq. 6, section 4.2
         "tau": 0.2,  # eq. 5, section 4.2
-        "seen_music": "prototype",  # section 3.3; "encoder" scores seen music by f(m) too (docs/notes/issue-4.md)
+        # section 3.3; "encoder" scores seen music by f(m) too (docs/decisions/vmcml-defaults.md)
+        "seen_music": "prototype",
     }
 
     def __init__(self, params: dict[str, Any] | None = None):

@@ -50,7 +50,7 @@ def build_bento_step(registry_dir: str | Path, version: str | None = None,
         raise FileNotFoundError(f"{catalog} does not exist; run `bgmrec build-catalog` first")
     if wheel is not None and not Path(wheel).is_file():
         raise FileNotFoundError(f"{wheel}: no such wheel file")
-    source = Path(__file__).resolve().parents[1]
+    source = Path(__file__).resolve().parents[2]
     if wheel is None and not (source / "pyproject.toml").is_file():
         raise FileNotFoundError("bgmrec is installed, not run from a source checkout: pass the bgmrec wheel to "
                                 "put in the Bento (`bgmrec build-bento --wheel dist/bgmrec-*.whl`)")
