@@ -296,7 +296,10 @@ class DVCLiveLog(TrainingObserver):
         self.records: list[EpochRecord] = []
 
     def __enter__(self) -> DVCLiveLog:
-        from dvclive import Live
+        try:
+            from dvclive import Live
+        except ImportError as exc:
+            raise RuntimeError("bgmrec train logs through DVCLive: install bgmrec[train]") from exc
 
         # Outside a DVC project DVCLive runs `dvc init` in the enclosing git repository (dvclive.dvc.get_dvc_repo);
         # a training run must not change the user's repository, so there it is opened from a neutral folder.
