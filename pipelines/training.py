@@ -1,7 +1,9 @@
 """The training pipeline: validate manifests → extract (ParallelFor shards) → validate features → Feast →
-train every model on the weak and the strong split (GPU nodes) → evaluate → gate (dsl.If on the Recall@K
-thresholds AND not worse than production minus the tolerance) → register + promote; otherwise a report of why
-the gate refused, with production untouched. The same steps as `dvc repro` (dvc.yaml), one home each.
+train every model on the weak and the strong split (GPU nodes) → evaluate (and a recommendations report per
+model: an HTML artifact with test videos, their top-10 music to listen to, Recall@K curves and diversity) → gate
+(dsl.If on the Recall@K thresholds AND not worse than production minus the tolerance) → register + promote;
+otherwise a report of why the gate refused, with production untouched. The same steps as `dvc repro` (dvc.yaml),
+one home each.
 """
 
 from kfp import dsl
@@ -14,6 +16,7 @@ from components.feast_apply.component import feast_apply
 from components.gate_model.component import gate_model
 from components.publish_report.component import publish_report
 from components.register_model.component import register_model
+from components.report.component import recommendations_report
 from components.train_model.component import train_model
 from components.validate_features.component import validate_features
 from components.validate_manifests.component import validate_manifests
@@ -80,6 +83,12 @@ def build_training_pipeline(config: Config | None = None):
                                params_path=params_path),
                 settings,
             ).set_display_name(f"evaluate {model_name}")
+            on_cluster(
+                recommendations_report(dataset_dir=dataset_dir, model=trained[model_name, "weak"].outputs["model"],
+                                       metrics=evaluated[model_name].outputs["metrics"], model_name=model_name,
+                                       params_path=params_path),
+                settings,
+            ).set_display_name(f"report {model_name}")
 
         # The verdict depends on the registry's current production model: never served from a cache.
         verdict = on_cluster(

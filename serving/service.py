@@ -15,6 +15,8 @@ Every route is a BentoML API (typed inputs and outputs in serving/schemas.py, li
 - /catalog                {"offset": 0, "limit": 100}: size, version and a page of the catalog
 - /refresh_catalog        admin (Authorization: Bearer $BGMREC_ADMIN_TOKEN): {"reload": true} re-reads the
                           registry now; {"music": [...]} adds music to this replica's catalog in memory.
+- /try (GET)              a page to try it: upload a video, hear the ranked music (serving/page.py); the catalog's
+                          audio previews at /try/audio/<music_id>.
 Bad input gets a 4xx whose message names the problem (serving/guard.py answers the malformed bodies BentoML's
 parsers would fail on); BentoML serves /healthz, /livez, /readyz and /metrics.
 
@@ -34,12 +36,10 @@ registry $BGMREC_REGISTRY (else `gate.registry`), the Feast repo $BGMREC_FEATURE
 from __future__ import annotations
 
 import gc
-import hmac
 import logging
 import os
 import threading
 from dataclasses import dataclass, replace
-from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -52,8 +52,10 @@ from bgmrec.catalog import CATALOG_FILE, CatalogError, MusicCatalog, load_catalo
 from bgmrec.models.base import TorchRecommender
 from bgmrec.registry import CHECKPOINT_FILE, ModelRegistry
 from serving import client_errors
+from serving.errors import PayloadTooLarge, Unavailable, check_admin
 from serving.guard import RequestGuard
-from serving.monitor import BATCH_SIZE, RECOMMENDATIONS, DiversityMonitor, count_error
+from serving.monitor import BATCH_SIZE, RECOMMENDATIONS, DiversityMonitor, count_error, set_served_model
+from serving.page import page_app
 from serving.schemas import (
     MAX_DEBIAS,
     MAX_DESCRIPTION_CHARS,
@@ -103,26 +105,8 @@ class VideoQuery:
     popularity_debias: float
 
 
-class PayloadTooLarge(BentoMLException):
-    """An upload over the size limit (HTTP 413)."""
-
-    error_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
-
-
-class Unavailable(BentoMLException):
-    """A feature this deployment cannot serve, reported with its message (HTTP 409; BentoML hides 5xx messages)."""
-
-    error_code = HTTPStatus.CONFLICT
-
-
-class AdminRefused(BentoMLException):
-    """An admin call without valid credentials (401 without a token, 403 with a wrong one or none configured)."""
-
-    def __init__(self, message: str, status: HTTPStatus):
-        super().__init__(message)
-        self.error_code = status
-
-
+# The try-it page and the catalog's audio previews, at /try (serving/page.py).
+@bentoml.asgi_app(page_app, path="/try")
 @bentoml.service(
     name="bgmrec",
     workers=1,
@@ -201,6 +185,7 @@ class BgmRecommender:
         """Make `state` the one requests read (one reference assignment); request validation follows its model."""
         ServedLimits.set(state.model.dims, self.settings.max_k)
         self.state = state
+        set_served_model(state.model_version, state.model.name)
 
     def sync_with_registry(self) -> bool:
         """Swap in the registry's production model and catalog if they changed since they were read; returns
@@ -356,7 +341,7 @@ class BgmRecommender:
         on the state they started with, and no request waits for the refresh.
         """
         endpoint = "refresh_catalog"
-        self._check_admin(ctx, endpoint)
+        check_admin(ctx, self.startup.admin_token, endpoint)
         if not music and not reload:
             raise self._reject(endpoint, "empty_refresh", "refresh_catalog needs new `music` items or reload=true")
         if reload:
@@ -382,22 +367,6 @@ class BgmRecommender:
                              model_version=current.model_version)
 
     # -- helpers -------------------------------------------------------------------------------------------
-
-    def _check_admin(self, ctx: bentoml.Context, endpoint: str) -> None:
-        """Admin routes need `Authorization: Bearer <token>` with the token in $BGMREC_ADMIN_TOKEN."""
-        expected = self.startup.admin_token
-        if not expected:
-            count_error(endpoint, "admin_disabled")
-            raise AdminRefused("admin routes are disabled on this server: set BGMREC_ADMIN_TOKEN to enable them",
-                               HTTPStatus.FORBIDDEN)
-        scheme, _, token = ctx.request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            count_error(endpoint, "unauthenticated")
-            raise AdminRefused("admin route: send the admin token as `Authorization: Bearer <token>`",
-                               HTTPStatus.UNAUTHORIZED)
-        if not hmac.compare_digest(token.strip().encode(), expected.encode()):
-            count_error(endpoint, "forbidden")
-            raise AdminRefused("admin route: the token is not valid", HTTPStatus.FORBIDDEN)
 
     def _added(self, endpoint: str, current: ServedState, music: list[NewMusic]) -> MusicCatalog:
         dims = current.model.dims
@@ -452,13 +421,16 @@ class BgmRecommender:
             reason = str(exc).replace(str(path), "the upload").replace(path.name, "the upload")
             raise self._reject(endpoint, "corrupt_upload", f"video upload could not be decoded: {reason}") from exc
         dims = self.model.dims
-        if len(visual) != dims["visual"]:
-            raise self._reject(
-                endpoint, "extractor_mismatch",
-                f"the video extractor gives {len(visual)} visual values but the production model expects "
-                f"{dims['visual']}: this model was not trained on the media extractors' features",
-                Unavailable,
-            )
+        if not dims.get("text"):  # a model trained without descriptions ranks by the frames alone
+            text = None
+        for kind, vector in (("visual", visual), ("text", text)):
+            if vector is not None and dims.get(kind) is not None and len(vector) != dims[kind]:
+                raise self._reject(
+                    endpoint, "extractor_mismatch",
+                    f"the {kind} extractor gives {len(vector)} values but the production model expects "
+                    f"{dims[kind]}: this model was not trained on the media extractors' features",
+                    Unavailable,
+                )
         return np.asarray(visual, np.float32), None if text is None else np.asarray(text, np.float32)
 
 

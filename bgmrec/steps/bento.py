@@ -37,6 +37,7 @@ def build_bento_step(registry_dir: str | Path, version: str | None = None,
     import yaml
 
     from bgmrec.catalog import CATALOG_FILE, copy_catalog
+    from bgmrec.previews import previews_dir
     from bgmrec.registry import CHECKPOINT_FILE, ModelRegistry, experiment_skip
 
     if (skipped := experiment_skip("the Bento store (BENTOML_HOME)")) is not None:
@@ -61,6 +62,8 @@ def build_bento_step(registry_dir: str | Path, version: str | None = None,
     ) as bento_model:
         shutil.copy2(registry.checkpoint(record["version"]), bento_model.path_of(CHECKPOINT_FILE))
         copy_catalog(catalog, bento_model.path_of(CATALOG_FILE))  # its parts (and index) travel with it
+        if previews_dir(registry.root).is_dir():  # the try-it page's audio previews
+            shutil.copytree(previews_dir(registry.root), previews_dir(bento_model.path))
     tag = str(bento_model.tag)
     packaged = resources.files("serving")
     config = yaml.safe_load(packaged.joinpath("bentofile.yaml").read_text())
