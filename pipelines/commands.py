@@ -47,7 +47,7 @@ def trigger(
     configuration and submitted to Kubeflow Pipelines (paths are then locations on the cluster's data volume,
     defaults from `kubeflow:`) and the run URL is printed.
     """
-    from bgmrec.trigger import run_batch_locally, submit_batch, submit_inbox
+    from pipelines.trigger import run_batch_locally, submit_batch, submit_inbox
 
     if (music_batch is None) == (inbox is None):
         fail("give exactly one of --music-batch DIR or --inbox DIR")

@@ -173,7 +173,7 @@ def test_trigger_adds_the_batch_to_the_serving_catalog(music_world, new_music_ba
 
 @pytest.mark.unit
 def test_inbox_lists_only_batches_not_submitted(tmp_path):
-    from bgmrec.trigger import SUBMITTED_MARKER, pending_batches
+    from pipelines.trigger import SUBMITTED_MARKER, pending_batches
 
     for name in ("2026-11-01", "2026-11-02", "2026-11-03"):
         (tmp_path / name).mkdir()

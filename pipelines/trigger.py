@@ -1,4 +1,4 @@
-"""`bgmrec trigger`: run the new-music-batch pipeline on a batch directory.
+"""`bgmrec trigger` (registered by pipelines.commands): run the new-music-batch pipeline on a batch directory.
 
 Without a host the pipeline runs here through kfp.local (each task a subprocess of this Python environment);
 with a host the pipeline is built from the configuration and submitted to a Kubeflow Pipelines API with the
