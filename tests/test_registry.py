@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from bgmrec.config import parse_config
-from bgmrec.registry import ModelRegistry, RegistryError, flatten_metrics, gate
+from bgmrec.gate import flatten_metrics, gate
+from bgmrec.registry import ModelRegistry, RegistryError
 from bgmrec.steps import gate_step
 
 pytestmark = pytest.mark.unit

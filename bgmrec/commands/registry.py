@@ -64,7 +64,7 @@ def _gate_cell(record: dict[str, Any] | None) -> str:
 def _gated_metrics(described: dict[str, Any], fallback: dict[str, float]) -> list[tuple[str, float | None, Any]]:
     """(metric, value, threshold) for each metric the gate checked (the current thresholds when the version has
     no gate record)."""
-    from bgmrec.registry import flatten_metrics
+    from bgmrec.gate import flatten_metrics
 
     flat = flatten_metrics(described["metrics"])
     thresholds = (described["gate"] or {}).get("thresholds") or fallback
@@ -106,7 +106,7 @@ def _number(value: Any) -> str:
 
 
 def _print_version(registry: ModelRegistry, described: dict[str, Any], thresholds: dict[str, float]) -> None:
-    from bgmrec.registry import flatten_metrics
+    from bgmrec.gate import flatten_metrics
 
     out = Console()
     facts = Table(title=f"{described['version']} in {registry.root}", title_justify="left", show_header=False)

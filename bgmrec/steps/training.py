@@ -146,7 +146,8 @@ def gate_decision_step(
     """
     import json
 
-    from bgmrec.registry import ModelRegistry, gate
+    from bgmrec.gate import gate
+    from bgmrec.registry import ModelRegistry
 
     metrics = json.loads(Path(metrics_json).read_text())
     production = ModelRegistry(registry_dir).production()

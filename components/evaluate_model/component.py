@@ -17,7 +17,8 @@ def evaluate_model(
     from pathlib import Path
 
     from bgmrec.config import load_config
-    from bgmrec.registry import CHECKPOINT_FILE, flatten_metrics
+    from bgmrec.gate import flatten_metrics
+    from bgmrec.registry import CHECKPOINT_FILE
     from bgmrec.steps import evaluate_step
 
     seed = load_config(params_path).data.seed
