@@ -6,11 +6,23 @@
   video is weighted by λ_v = (1/P(v→m)) / Σ_i 1/P(i→m), the inverse popularity of its true music normalised to
   sum 1. K in {10, 15, 20, 25}. A random ranker scores ≈ K/101.
 
+  The candidate set is inferred, not stated: CMVAE section 5.2 defines eqs. 14-15 but not what the true music is
+  ranked against. Its Table 2 Random row fits 1 + 100 candidates and rules out the full gallery of 3,003 music
+  (which would give 10/3003 ≈ 0.003): Random IPS Recall@10 is 0.0959 (weak) and 0.0978 (strong) against
+  10/101 ≈ 0.099; K divided by the reported Random values gives 104, 107, 112, 114 candidates (weak, K = 10..25)
+  and 102, 104, 107, 110 (strong): near 101 at every K, far from 3,003 (the paper does not say why the values
+  sit slightly below K/101).
+
+The weighted hit ratio is computed as Σ w·hit / Σ w with exactly rounded sums (math.fsum), so a perfect ranker
+scores exactly 1.0 and no weighting can push a recall above 1, whatever the popularity vector.
+
 Ties are broken at random in expectation: a true item tied with t others, below g strictly better ones, is a hit
 at K with probability clip((K - g) / (t + 1), 0, 1). A constant scorer therefore gets the random ranker's recall.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -38,19 +50,36 @@ def recall_at_k(scores: np.ndarray, true_column: np.ndarray, ks=FULL_KS) -> dict
     return recall_from_counts(greater, ties, ks)
 
 
+def weighted_hit_ratio(hits: np.ndarray, weights: np.ndarray) -> float:
+    """Σ w·hit / Σ w (CMVAE eq. 14 with eq. 15's normalisation done here), both sums exactly rounded.
+
+    Each w·hit ≤ w (hit ≤ 1), so the numerator never exceeds the denominator and the ratio never exceeds 1; all
+    hits 1 gives the same sum twice, exactly 1.0. Weights need not sum to 1.
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    total = math.fsum(weights)
+    if not total > 0:
+        raise ValueError(f"IPS weights sum to {total}; every weight must be a positive inverse popularity")
+    return math.fsum(weights * hits) / total
+
+
 def recall_from_counts(greater: np.ndarray, ties: np.ndarray, ks=FULL_KS, weights: np.ndarray | None = None):
-    """Recall@K from rank counts; with weights (summing to 1) it is the weighted hit ratio of eq. 14."""
+    """Recall@K from rank counts; with weights it is the weighted hit ratio of eq. 14 (`weighted_hit_ratio`)."""
     out = {}
     for k in ks:
         hits = hit_probability(greater, ties, k)
-        out[f"recall@{k}"] = float(hits.mean() if weights is None else (weights * hits).sum())
+        out[f"recall@{k}"] = float(hits.mean() if weights is None else weighted_hit_ratio(hits, weights))
     return out
 
 
 def ips_weights(true_popularity: np.ndarray) -> np.ndarray:
-    """λ_v of CMVAE eq. 15: inverse popularity of each video's true music, normalised to sum 1."""
-    inverse = 1.0 / np.asarray(true_popularity, dtype=np.float64)
-    return inverse / inverse.sum()
+    """λ_v of CMVAE eq. 15: inverse popularity of each video's true music, normalised to sum 1 (fsum)."""
+    popularity = np.asarray(true_popularity, dtype=np.float64)
+    if (popularity <= 0).any():
+        row = int(np.flatnonzero(popularity <= 0)[0])
+        raise ValueError(f"popularity of row {row} is {popularity[row]:g}; IPS weights need popularity ≥ 1")
+    inverse = 1.0 / popularity
+    return inverse / math.fsum(inverse)
 
 
 def ips_recall_at_k(candidate_scores: np.ndarray, true_popularity: np.ndarray, ks=IPS_KS) -> dict[str, float]:

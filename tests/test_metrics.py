@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bgmrec.metrics import diversity, gini, ips_recall_at_k, ips_weights, recall_at_k
+from bgmrec.metrics import diversity, gini, ips_recall_at_k, ips_weights, recall_at_k, weighted_hit_ratio
 
 pytestmark = pytest.mark.unit
 
@@ -18,7 +18,7 @@ def test_perfect_ranker_scores_one_and_reversed_zero():
     cand = np.zeros((n, 101))
     cand[:, 0] = 1
     pop = np.arange(1, n + 1)
-    assert all(v == pytest.approx(1.0) for v in ips_recall_at_k(cand, pop).values())
+    assert all(v == 1.0 for v in ips_recall_at_k(cand, pop).values())
     assert all(v == 0.0 for v in ips_recall_at_k(-cand, pop).values())
 
 
@@ -39,6 +39,36 @@ def test_ips_golden_value():
     assert r["ips_recall@2"] == pytest.approx(2 / 3)
     assert r["ips_recall@3"] == pytest.approx(1.0)
     assert ips_weights(np.array([1, 2])).sum() == pytest.approx(1.0)
+
+
+# popularity vectors whose normalised inverse weights, summed the plain floating-point way, exceed 1
+ADVERSARIAL_POPULARITY = [
+    [7] * 7,
+    [111, 133, 213, 160, 139, 120, 123, 205, 61, 179, 147],
+]
+
+
+@pytest.mark.parametrize("popularity", ADVERSARIAL_POPULARITY)
+def test_perfect_ranker_ips_recall_is_exactly_one_on_adversarial_popularity(popularity):
+    popularity = np.array(popularity)
+    inverse = 1.0 / popularity
+    assert (inverse / inverse.sum()).sum() > 1.0  # the vector does break the plain weighted sum
+    cand = np.zeros((len(popularity), 101))
+    cand[:, 0] = 1.0
+    for value in ips_recall_at_k(cand, popularity).values():
+        assert value == 1.0  # exact, no clamp and no approx
+    assert weighted_hit_ratio(np.ones(len(popularity)), ips_weights(popularity)) == 1.0
+
+
+def test_weighted_hit_ratio_never_exceeds_one_and_rejects_bad_popularity():
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        pop = rng.integers(1, 300, rng.integers(2, 60))
+        assert weighted_hit_ratio(np.ones(len(pop)), ips_weights(pop)) == 1.0
+        hits = rng.random(len(pop))
+        assert 0.0 <= weighted_hit_ratio(hits, ips_weights(pop)) <= 1.0
+    with pytest.raises(ValueError, match="popularity of row 1 is 0"):
+        ips_weights(np.array([3, 0, 2]))
 
 
 def test_ties_are_broken_at_random_in_expectation():

@@ -1,7 +1,10 @@
 """Weak and strong generalization splits (CMVAE section 3.3) and the IPS negatives of each split.
 
-- weak: each music's videos are split 8:1:1 into train/val/test; every test music is seen in training.
+- weak: each music's videos are split 8:1:1 into train/val/test; every music keeps at least one training video
+  (a music with a single video trains on it), so every val/test music is seen in training.
 - strong: music split 8:1:1 inside each popularity stratum, with all their videos; test music is never seen.
+- seen-unseen: VMCML's protocol (bgmrec.data.seen_unseen): seen music's videos 20:1:4, unseen music's videos in
+  the part `unseen`, evaluated against the seen and the unseen music respectively.
 
 Both are deterministic by seed and saved, with the 100 sampled IPS negatives of each val/test video, so every
 model is evaluated on the same videos and the same candidates.
@@ -19,9 +22,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bgmrec.data.contract import Dataset
+from bgmrec.data.seen_unseen import MUSIC_SET_COLUMN, SEEN_UNSEEN, UNSEEN_PART, seen_unseen_labels, unseen_music
 
-SPLIT_KINDS = ("weak", "strong")
-PARTS = ("train", "val", "test")
+SPLIT_KINDS = ("weak", "strong", SEEN_UNSEEN)
+PARTS = ("train", "val", "test", UNSEEN_PART)
 RATIOS = (0.8, 0.1, 0.1)
 N_NEGATIVES = 100
 N_STRATA = 5
@@ -50,6 +54,11 @@ class Split:
         """Music row indices used by the videos of one part, sorted."""
         return np.unique(dataset.video_music_index[self.index(part)])
 
+    def music_without_training_video(self, dataset: Dataset) -> np.ndarray:
+        """Music rows with videos in the dataset but none in the training part (empty for a weak split)."""
+        used = np.unique(dataset.video_music_index)
+        return np.setdiff1d(used, self.music_of(dataset, "train"))
+
     def gallery(self, dataset: Dataset, part: str) -> np.ndarray:
         """The music ranked for a part ("every music of the evaluated set").
 
@@ -58,6 +67,8 @@ class Split:
         """
         if self.kind == "weak":
             return np.arange(len(dataset.music))
+        if self.kind == SEEN_UNSEEN and part != UNSEEN_PART:
+            return self.music_of(dataset, "train")
         return self.music_of(dataset, part)
 
 
@@ -92,19 +103,26 @@ def make_split(dataset: Dataset, kind: str, seed: int = 0, n_negatives: int = N_
         order = np.argsort(music_index, kind="stable")
         bounds = np.flatnonzero(np.diff(music_index[order])) + 1
         for group in np.split(order, bounds):
-            labels[group] = _fractional_assign(len(group), rng)
-    else:
+            # a group of n ≥ 2 always has a training video (`_fractional_assign`); a music with one video gets
+            # it as training. The draw is still made so every other music's assignment is unchanged by the rule.
+            assigned = _fractional_assign(len(group), rng)
+            labels[group] = assigned if len(group) > 1 else PARTS.index("train")
+    elif kind == "strong":
         strata = popularity_strata(dataset.popularity)
         music_label = np.zeros(len(dataset.music), dtype=np.int64)
         for s in np.unique(strata):
             members = np.flatnonzero(strata == s)
             music_label[members] = _fractional_assign(len(members), rng)
         labels = music_label[music_index]
+    elif kind == SEEN_UNSEEN:
+        music_set = dataset.music[MUSIC_SET_COLUMN].to_numpy() if MUSIC_SET_COLUMN in dataset.music else None
+        unseen = unseen_music(music_set, popularity_strata(dataset.popularity), rng)
+        labels = seen_unseen_labels(music_index, unseen, rng, PARTS)
     part = np.array(PARTS, dtype=object)[labels]
     split = Split(kind, seed, dataset.videos["video_id"].to_numpy().astype(object), part, [], n_negatives)
     neg_rng = np.random.default_rng(seed + 1)
     negatives: list[np.ndarray] = [np.zeros(0, np.int64)] * len(part)
-    for name in ("val", "test"):
+    for name in ("val", "test", UNSEEN_PART):
         gallery = split.gallery(dataset, name)
         for i in split.index(name):
             pool = gallery[gallery != music_index[i]]
@@ -162,11 +180,16 @@ def split_path(dataset_root: str | Path, kind: str) -> Path:
 
 
 def load_or_make_split(dataset: Dataset, kind: str, seed: int = 0) -> Split:
-    """The saved split of the dataset if it exists (so every model sees the same one), else a new saved one."""
+    """The saved split of the dataset if it exists (so every model sees the same one), else a new saved one.
+
+    A saved weak split in which a music has no training video breaks the weak rule and is replaced by a new one,
+    as a saved split of another seed is.
+    """
     path = split_path(dataset.root, kind)
     if path.exists():
         split = load_split(path, dataset)
-        if split.seed == seed:
+        stale = split.kind == "weak" and len(split.music_without_training_video(dataset)) > 0
+        if split.seed == seed and not stale:
             return split
     split = make_split(dataset, kind, seed)
     save_split(split, dataset, path)

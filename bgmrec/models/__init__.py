@@ -84,3 +84,12 @@ register("cmvae-gen-none", "bgmrec.models.cmvae:CMVAE", generation="none")
 register("cmvae-gen-dual", "bgmrec.models.cmvae:CMVAE", generation="dual")
 register("cmvae-fusion-moe", "bgmrec.models.cmvae:CMVAE", fusion="moe")
 register("cmvae-fusion-concat", "bgmrec.models.cmvae:CMVAE", fusion="concat")
+
+# The other baselines of CMVAE Table 2: two-branch metric learning and variational matching
+register("cbvmr", "bgmrec.models.two_branch:CBVMR")
+register("cmvbr", "bgmrec.models.two_branch:CBVMR")  # the name CMVAE Table 2 prints for CBVMR
+register("dscmr", "bgmrec.models.two_branch:DSCMR")
+register("uwml", "bgmrec.models.two_branch:UWML")
+register("dual-vae", "bgmrec.models.vae_baselines:DualVAE")
+register("da-vae", "bgmrec.models.vae_baselines:DAVAE")
+register("cross-vae", "bgmrec.models.vae_baselines:CrossVAE")
