@@ -9,6 +9,7 @@ Importing feast costs seconds: `open_store` caches one FeatureStore per repo and
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import shutil
 import sys
@@ -220,11 +221,14 @@ def push_music(store: FeatureStore, vectors: MusicVectors, event_timestamp: date
     frame["audio_lld"] = [np.asarray(v, dtype=np.float32) for v in frame["audio_lld"]]
     store.push(MUSIC_PUSH_SOURCE, frame, to=PushMode.ONLINE)
     offline = Path(store.repo_path) / DATA_DIR / MUSIC_FEATURES_FILE
-    known = (set(pq.read_table(offline, columns=["music_id"]).column("music_id").to_pylist())
-             if offline.exists() else set())
-    fresh = frame[~frame["music_id"].isin(known)]
-    if len(fresh):
-        store.push(MUSIC_PUSH_SOURCE, fresh, to=PushMode.OFFLINE)
+    # Feast appends by rewriting the whole table: batches pushed at once would each drop the other's rows
+    with open(offline.parent / ".music_push.lock", "a+b") as lock:
+        fcntl.lockf(lock, fcntl.LOCK_EX)
+        known = (set(pq.read_table(offline, columns=["music_id"]).column("music_id").to_pylist())
+                 if offline.exists() else set())
+        fresh = frame[~frame["music_id"].isin(known)]
+        if len(fresh):
+            store.push(MUSIC_PUSH_SOURCE, fresh, to=PushMode.OFFLINE)
     return len(fresh)
 
 

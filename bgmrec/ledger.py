@@ -1,8 +1,9 @@
 """The catalog's ledger of music batches, and the lock its writers take.
 
 Every catalog change (a batch of new music added, a rebuild for a new production model) is one transaction under
-an exclusive lock on REGISTRY/catalog.lock (`catalog_transaction`): it reads the current catalog inside the lock,
-so two batches added at once are both kept, and writes with a temporary file of its own and a rename. Each
+an exclusive lock on REGISTRY/catalog.lock (`catalog_transaction`): it reads the catalog's manifest inside the
+lock, so two batches added at once are both kept, and swaps in a new manifest with a rename, refused if the
+manifest changed since it was read (bgmrec.catalog_storage: compare-and-swap). Each
 accepted batch is recorded in REGISTRY/batches/<batch id>/ (its music ids, titles and feature vectors), so a
 rebuild of the catalog — `dvc repro`, a new production model — re-embeds the base dataset's music and every
 recorded batch instead of forgetting the batches. The batch id is a digest of the batch's content: recording the

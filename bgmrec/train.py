@@ -1,7 +1,7 @@
 """One training loop for every torch model: device-agnostic, CUDA + mixed precision when present, CPU otherwise.
 
 The loop owns what is common: seeding, the per-epoch shuffle, mini-batches of training videos with their music,
-the optimiser, AMP, early stopping on a validation metric (IPS Recall@25 by default, CMVAE section 5.2 selects
+the optimiser, AMP, early stopping on a validation metric (full-gallery Recall@10 by default, CMVAE section 5.2 selects
 on the validation set), a wall-clock budget and the training history. A model only says how to build its module,
 what its loss is (`module.training_loss(batch, bank)`) and its training settings (`model.training_config`).
 

@@ -29,6 +29,9 @@ MAX_DEBIAS = 100.0
 MAX_QUERIES = 64
 
 MusicId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS)]
+# BentoML declares its document OpenAPI 3.0, where `{"type": "null"}` (pydantic's JSON Schema for None) does not
+# exist: 3.0 readers drop it and take the field as never null. `nullable` is 3.0's word for it.
+NULLABLE = {"nullable": True}
 
 
 class ServedLimits:
@@ -90,7 +93,7 @@ class FeaturesQuery(RankingOptions):
     """A video given by its feature vectors: visual, and text unless the video has no description (null)."""
 
     visual: list[float] = Field(min_length=1, max_length=MAX_VECTOR_LENGTH)
-    text: list[float] | None = Field(None, min_length=1, max_length=MAX_VECTOR_LENGTH)
+    text: list[float] | None = Field(None, min_length=1, max_length=MAX_VECTOR_LENGTH, json_schema_extra=NULLABLE)
 
     model_config = ConfigDict(
         strict=True, extra="forbid",
@@ -143,7 +146,7 @@ class NewMusic(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
     music_id: MusicId
-    title: Annotated[str, StringConstraints(max_length=MAX_ID_CHARS)] | None = None
+    title: Annotated[str, StringConstraints(max_length=MAX_ID_CHARS)] | None = Field(None, json_schema_extra=NULLABLE)
     audio_embedding: list[float] = Field(min_length=1, max_length=MAX_VECTOR_LENGTH)
     audio_lld: list[float] = Field(min_length=1, max_length=MAX_VECTOR_LENGTH)
     popularity: float = Field(0.0, ge=0.0, le=1e9, allow_inf_nan=False)
@@ -154,8 +157,17 @@ class NewMusic(BaseModel):
         return check_vector(info.field_name, values)
 
 
+class ErrorBody(BaseModel):
+    """The body of every 4xx answer (serving/guard.py): the error schema BentoML declares in /docs.json for its
+    error responses (an object whose `error` string is required; its optional `detail` is never sent)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error: str = Field(description="what was wrong with the request, naming the field or item")
+
+
 class RefreshResult(BaseModel):
     size: int
     version: int
-    added: int | None
+    added: int | None = Field(json_schema_extra={**NULLABLE, "description": "music added; null for a reload"})
     model_version: str

@@ -7,7 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from bgmrec.cli import app
-from bgmrec.data.simulate import SCALES, popularity_counts
+from bgmrec.data.presets import PRESETS
+from bgmrec.data.simulate import popularity_counts
 from bgmrec.metrics import ips_recall_at_k
 
 
@@ -15,7 +16,7 @@ from bgmrec.metrics import ips_recall_at_k
 def test_popular_rank_ips_recall_is_below_random_on_gamma_popularity():
     """CMVAE Table 2: with inverse-popularity weights, ranking by popularity loses to random."""
     rng = np.random.default_rng(0)
-    pop = popularity_counts(SCALES["tt150k"], rng)
+    pop = popularity_counts(PRESETS["tt150k"], rng)
     true = np.repeat(np.arange(len(pop)), pop)
     test = rng.choice(len(true), 5000, replace=False)
     candidates = np.stack(

@@ -4,11 +4,12 @@ and search through the persisted vector index from `index_min_size` music on."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import shutil
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from bgmrec.catalog import CatalogError, MusicCatalog, VectorIndex, build_catalog, index_files, load_catalog
@@ -196,15 +197,15 @@ def test_index_finds_the_exact_top_k_on_clustered_music(exact_clustered, indexed
 
 def test_saved_index_is_loaded_not_rebuilt_and_answers_the_same(indexed, tmp_path, monkeypatch):
     path = indexed.save(tmp_path / "catalog.parquet")
-    index_path, record_path = index_files(path)
-    assert index_path.name == "catalog.index" and index_path.exists()
-    record = json.loads(record_path.read_text())
-    assert (record["rows"], record["model_version"]) == (len(indexed), "v1")
+    (index_path,) = index_files(path)
+    assert index_path.name == "vector.index" and index_path.exists()
+    assert index_path.parent.parent == tmp_path / "catalog.parts"
 
     def no_build(*args, **kwargs):
         raise AssertionError("the saved index should have been loaded")
 
     monkeypatch.setattr("bgmrec.catalog.build_vector_index", no_build)
+    monkeypatch.setattr("bgmrec.catalog_segments.build_vector_index", no_build)
     loaded = load_catalog(path, SMALL)
     assert loaded.index is not None and loaded.index.path == index_path
     assert loaded.with_index(SMALL).index.faiss_index is loaded.index.faiss_index
@@ -215,47 +216,46 @@ def test_saved_index_is_loaded_not_rebuilt_and_answers_the_same(indexed, tmp_pat
         np.testing.assert_allclose(got.scores, want.scores, rtol=1e-5)
 
 
-def _stale_rows(indexed):
-    return dataclasses.replace(indexed.add(["late"], _query(3, indexed.dim)[None, :]), index=None)
-
-
-def _stale_model(indexed):
-    return dataclasses.replace(indexed, model_version="v2", index=None)
+def _other_rows(indexed):
+    return indexed.add(["late"], _query(3, indexed.dim)[None, :]).with_index(SMALL)
 
 
 def _foreign_embeddings(indexed):
     shuffled = indexed.embeddings[np.random.default_rng(0).permutation(len(indexed))]
-    return dataclasses.replace(indexed, embeddings=shuffled, index=None)
+    return dataclasses.replace(indexed, embeddings=shuffled, index=None).with_index(SMALL)
 
 
 @pytest.mark.parametrize(("other", "problem"), [
-    (_stale_rows, "indexes music 2000, catalog.parquet has 2001"),
-    (_stale_model, "indexes model version 'v1', catalog.parquet has 'v2'"),
-    (_foreign_embeddings, "does not find catalog.parquet's music by their own embeddings"),
+    (_other_rows, "holds 2001 rows of 32 dims, the catalog part it belongs to 2000 of 32"),
+    (_foreign_embeddings, "does not find the catalog's music by their own embeddings"),
 ])
 def test_a_stale_or_foreign_index_is_not_used(indexed, tmp_path, caplog, other, problem):
-    """An index saved for another catalog (more music since, another model, other embeddings) and copied beside
-    this one is refused with a warning naming the mismatch; the catalog is searched exactly."""
-    saved = indexed.save(tmp_path / "indexed" / "catalog.parquet")
-    catalog = other(indexed)
-    path = catalog.save(tmp_path / "other" / "catalog.parquet")
-    assert not index_files(path)[0].exists()  # saving without an index leaves none beside it
-    for source, target in zip(index_files(saved), index_files(path), strict=True):
-        shutil.copy(source, target)
+    """An index file of another catalog (more music, other embeddings) put in this one's base is refused with a
+    warning naming the mismatch; the catalog is searched exactly."""
+    path = indexed.save(tmp_path / "catalog.parquet")
+    (target,) = index_files(path)
+    (source,) = index_files(other(indexed).save(tmp_path / "other" / "catalog.parquet"))
+    shutil.copy(source, target)
+    # The manifest records the index's size: make it agree, so the deeper checks are the ones that refuse it.
+    table = pq.read_table(path)
+    sizes = table.column("index_bytes").to_pylist()
+    sizes[0] = target.stat().st_size
+    pq.write_table(table.set_column(3, "index_bytes", pa.array(sizes, pa.int64())), path)
     with caplog.at_level(logging.WARNING, logger="bgmrec.catalog"):
         loaded = load_catalog(path, SMALL)
     assert loaded.index is None
-    assert problem in caplog.text and "searching the catalog exactly" in caplog.text
+    assert problem in caplog.text and "searching the catalog exactly" in caplog.text, caplog.text
     q = _near(loaded, 5, 5)
     assert np.array_equal(loaded.top_k(q, 10).index, np.argsort(-(loaded.embeddings @ q), kind="stable")[:10])
 
 
-def test_an_index_without_its_record_is_not_used(indexed, tmp_path, caplog):
+def test_an_index_of_another_size_than_recorded_is_not_used(indexed, tmp_path, caplog):
     path = indexed.save(tmp_path / "catalog.parquet")
-    index_files(path)[1].unlink()
+    (index_path,) = index_files(path)
+    index_path.write_bytes(index_path.read_bytes()[:-10])
     with caplog.at_level(logging.WARNING, logger="bgmrec.catalog"):
         assert load_catalog(path, SMALL).index is None
-    assert "no catalog.index.json beside it" in caplog.text
+    assert "the manifest recorded" in caplog.text
 
 
 def test_add_covers_new_music_and_leaves_the_old_catalog_unchanged(indexed, tmp_path):

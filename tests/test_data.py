@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from bgmrec.cli import app
 from bgmrec.data.contract import MAX_NAMED_ROWS, DatasetError, load_dataset
-from bgmrec.data.simulate import SCALES, popularity_counts
+from bgmrec.data.presets import PRESETS
+from bgmrec.data.simulate import popularity_counts
 from bgmrec.data.splits import load_split, make_split, popularity_strata, save_split
 
 pytestmark = pytest.mark.unit
@@ -182,7 +183,7 @@ def test_splits_are_disjoint_deterministic_and_strong_music_unseen(tiny_dataset,
 
 def test_strong_split_preserves_popularity_strata():
     rng = np.random.default_rng(0)
-    pop = popularity_counts(SCALES["tt150k"], rng)
+    pop = popularity_counts(PRESETS["tt150k"], rng)
     strata = popularity_strata(pop)
     from bgmrec.data.contract import Dataset
 
@@ -200,7 +201,7 @@ def test_strong_split_preserves_popularity_strata():
 
 
 def test_tt150k_popularity_matches_cmvae_table_1():
-    pop = popularity_counts(SCALES["tt150k"], np.random.default_rng(0))
+    pop = popularity_counts(PRESETS["tt150k"], np.random.default_rng(0))
     assert len(pop) == 3003
     assert pop.sum() == pytest.approx(146351, rel=0.002)
     assert pop.min() >= 3 and pop.max() <= 219

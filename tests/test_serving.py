@@ -39,6 +39,7 @@ def served(tmp_path_factory) -> dict[str, Path]:
     from bgmrec.models.base import TrainingData
     from bgmrec.registry import ModelRegistry
     from bgmrec.steps import build_catalog_step
+    from bgmrec.train import fit
 
     base = tmp_path_factory.mktemp("serving")
     dataset = base / "dataset"
@@ -47,7 +48,7 @@ def served(tmp_path_factory) -> dict[str, Path]:
     simulate("tiny", seed=0, out=dataset, dims=dims)
     ds = load_dataset(dataset)
     model = create_model("cmvae", {"epochs": 1, "progress": False, "latent_dim": 32, "hidden": 32})
-    model.fit(TrainingData(ds, make_split(ds, "strong", 0)))
+    fit(model, TrainingData(ds, make_split(ds, "strong", 0)))
     checkpoint = model.save(base / "cmvae.pt")
     registry = ModelRegistry(base / "registry")
     registry.promote(registry.register(checkpoint, {"weak": {"test": {"recall@10": 0.0}}}, "cmvae"))
@@ -663,7 +664,8 @@ def test_alert_rules_and_dashboard_use_exported_metrics():
     import yaml
 
     monitor = _monitor_module()
-    gauges = [*monitor.DIVERSITY_GAUGES.values(), monitor.WINDOW_LISTS, monitor.CATALOG_SIZE, monitor.CATALOG_VERSION]
+    gauges = [*monitor.DIVERSITY_GAUGES.values(), monitor.WINDOW_LISTS, monitor.CATALOG_SIZE, monitor.CATALOG_VERSION,
+              monitor.MODEL_INFO]
     exported = {g._name for g in gauges} | {f"{c._name}_total" for c in (monitor.REQUEST_ERRORS,
                                                                           monitor.RECOMMENDATIONS)}
     monitoring = ROOT / "k8s" / "base" / "monitoring"

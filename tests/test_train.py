@@ -31,7 +31,7 @@ def data(tiny_dataset) -> TrainingData:
 
 
 def test_each_model_declares_its_training_overrides_and_params_override_them():
-    assert TrainingConfig().batch_size == 1024 and TrainingConfig().early_stop_metric == "ips_recall@25"
+    assert TrainingConfig().batch_size == 1024 and TrainingConfig().early_stop_metric == "recall@10"
     cmvae = create_model("cmvae").training_config
     assert (cmvae.batch_size, cmvae.lr, cmvae.weight_decay) == (1024, 1e-3, 1e-3)
     for name in ("vmcml", "vmcml-nosl", "cevar"):

@@ -19,17 +19,36 @@ from bgmrec.commands.common import (
 
 def simulate(
     out: Annotated[Path, typer.Option(help="Directory to write the dataset to.")],
-    scale: Annotated[str, typer.Option(help="tiny, sample or tt150k (CMVAE Table 1 shape).")] = "sample",
+    preset: Annotated[
+        str, typer.Option(help="tiny, sample, tt150k (CMVAE's TT-150k) or msvd (VMCML's MSVD, seen/unseen music).")
+    ] = "sample",
+    scale: Annotated[
+        float, typer.Option(help="Multiply the preset's number of videos (same music, same knobs): a reduced copy.")
+    ] = 1.0,
+    knob: Annotated[
+        list[str] | None,
+        typer.Option(help="Override a difficulty knob, NAME=VALUE (repeatable); see bgmrec/data/presets.py."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
-    """Write a simulated dataset in the contract, with planted structure and a latent oracle."""
+    """Write a simulated dataset in the contract, with planted structure and a latent oracle (oracle.npz)."""
     import time
 
     from bgmrec.data.simulate import simulate as run
 
+    knobs: dict[str, float] = {}
+    for item in knob or []:
+        name, _, value = item.partition("=")
+        try:
+            knobs[name.strip()] = float(value)
+        except ValueError:
+            fail(f"--knob '{item}': expected NAME=VALUE with a number, e.g. video_noise=1.5")
     started = time.perf_counter()
-    with console.status(f"simulating {scale}"):
-        sizes = run(scale, seed, out)
+    try:
+        with console.status(f"simulating {preset} at scale {scale}"):
+            sizes = run(preset, seed, out, scale=scale, knobs=knobs)
+    except ValueError as exc:
+        fail(str(exc))
     console.print(f"wrote {out}: {sizes} in {time.perf_counter() - started:.1f}s")
 
 

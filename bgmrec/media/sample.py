@@ -7,6 +7,9 @@ Each music clip has three latent factors, and the videos that use it show the sa
 - timbre brightness (harmonic roll-off, hi-hat level) ↔ texture (fine high-contrast grain vs. smooth surfaces).
 Per-video nuisance (stripe angle, a moving disc of random colour, brightness) is independent of the music.
 Descriptions (most videos, six languages) name the subject (random) and the tempo and register in words.
+Two knobs keep the task from being solved outright: each video shows its music's factors with a Gaussian jitter
+(`visual_noise`), and a share of videos (`off_topic_fraction`) shows random factors, as a video whose music was
+chosen for reasons its frames do not show; their music can only be found by chance.
 
 Music is synthesised with numpy and written with soundfile (WAV, FLAC, Ogg Vorbis); video frames are rendered with
 numpy and encoded to H.264 mp4 by FFmpeg. Manifests follow the contract, paths relative to the output directory.
@@ -116,18 +119,23 @@ REGISTER_WORDS = {  # low, middle, high register
 
 @dataclass
 class SampleMediaConfig:
-    """Size and shape of the generated sample (params.yaml `sample_media:`)."""
+    """Size and shape of the generated sample; the defaults are the bundled sample (params.yaml `sample_media:`)."""
 
-    n_music: int = 32
-    n_videos: int = 256
-    music_seconds_min: float = 10.0
-    music_seconds_max: float = 16.0
+    n_music: int = 400
+    n_videos: int = 1000
+    music_seconds_min: float = 6.0
+    music_seconds_max: float = 8.0
     video_seconds_min: float = 2.0
-    video_seconds_max: float = 3.5
+    video_seconds_max: float = 2.5
     video_size: int = 112
     video_fps: int = 12
     text_fraction: float = 0.8
-    word_noise: float = 0.15
+    word_noise: float = 0.25
+    # standard deviation of the per-video jitter of each factor (factor range 0..1) before the video is rendered
+    visual_noise: float = 0.07
+    # share of videos whose frames and description show random factors instead of their music's: no model ranks
+    # their music better than chance, so no Recall@K can reach 1
+    off_topic_fraction: float = 0.1
     popularity_exponent: float = 0.8
     workers: int = 2
     seed: int = 0
@@ -145,6 +153,10 @@ class SampleMediaConfig:
                 f"sample_media: need n_music >= 2 and n_videos >= 2 * n_music (every music gets 2 videos or more), "
                 f"got {config.n_music} music and {config.n_videos} videos"
             )
+        if not config.visual_noise >= 0:
+            raise ValueError(f"sample_media: visual_noise is {config.visual_noise}, expected 0 or more")
+        if not 0 <= config.off_topic_fraction <= 1:
+            raise ValueError(f"sample_media: off_topic_fraction is {config.off_topic_fraction}, expected 0 to 1")
         return config
 
 
@@ -290,67 +302,129 @@ def _popularity(config: SampleMediaConfig, rng: np.random.Generator) -> np.ndarr
     return counts
 
 
-def generate_sample_media(out: str | Path, params: dict[str, Any] | SampleMediaConfig | None = None) -> dict[str, Any]:
-    """Write the sample data set into OUT (music/, videos/, music.parquet, videos.parquet, sample_media.json)."""
+@dataclass(frozen=True)
+class SamplePlan:
+    """The sample before any media is rendered: its manifests and every draw the rendering uses.
+
+    `video_factors` holds the (pitch, tempo, timbre) each video shows: its music's factors (random ones for an
+    off-topic video) plus the `visual_noise` jitter, clipped to [0, 1]. A description names the factors the video
+    shows before the jitter (`word_noise` aside).
+    """
+
+    config: SampleMediaConfig
+    latent: dict[str, np.ndarray]
+    music: pd.DataFrame
+    videos: pd.DataFrame
+    music_seconds: np.ndarray
+    music_seeds: np.ndarray
+    video_factors: np.ndarray
+    video_seconds: np.ndarray
+    video_seeds: np.ndarray
+
+
+def plan_sample(params: dict[str, Any] | SampleMediaConfig | None = None) -> SamplePlan:
+    """Draw the sample's music, videos, descriptions and per-clip randomness (cheap: nothing is rendered)."""
     config = params if isinstance(params, SampleMediaConfig) else SampleMediaConfig.from_params(params)
-    out = Path(out)
-    (out / "music").mkdir(parents=True, exist_ok=True)
-    (out / "videos").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(config.seed)
     latent = _latents(config.n_music, rng)
     counts = _popularity(config, rng)
-
-    import soundfile as sf
-
-    music_rows = []
-    for i in range(config.n_music):
-        ext, subtype = AUDIO_FORMATS[i % len(AUDIO_FORMATS)]
-        rel = f"music/m{i:03d}.{ext}"
-        seconds = rng.uniform(config.music_seconds_min, config.music_seconds_max)
-        signal = synthesise_music(latent["pitch"][i], latent["tempo"][i], latent["timbre"][i], seconds, rng)
-        sf.write(out / rel, signal, AUDIO_RATE, subtype=subtype)
-        music_rows.append({"music_id": f"m{i:03d}", "title": f"Sample clip {i}", "audio_path": rel})
-
+    music_seconds = rng.uniform(config.music_seconds_min, config.music_seconds_max, config.n_music)
+    music_seeds = rng.integers(2**31, size=config.n_music)
     owners = rng.permutation(np.repeat(np.arange(config.n_music), counts))
-    video_rows, jobs = [], []
+    music_rows = [
+        {
+            "music_id": f"m{i:03d}",
+            "title": f"Sample clip {i}",
+            "audio_path": f"music/m{i:03d}.{AUDIO_FORMATS[i % len(AUDIO_FORMATS)][0]}",
+        }
+        for i in range(config.n_music)
+    ]
+    factors = np.stack([latent["pitch"], latent["tempo"], latent["timbre"]], axis=1)
+    video_rows = []
+    video_factors = np.empty((len(owners), 3))
+    video_seconds = np.empty(len(owners))
+    video_seeds = np.empty(len(owners), np.int64)
     for j, m in enumerate(owners):
         video_rng = np.random.default_rng([config.seed, j])
+        # every draw is made for every video, so changing one knob leaves the other videos' draws alone
+        off_topic, random_factors = video_rng.random() < config.off_topic_fraction, video_rng.random(3)
+        shown = random_factors if off_topic else factors[m]
         description = None
         if video_rng.random() < config.text_fraction:
             language = LANGUAGES[int(video_rng.integers(len(LANGUAGES)))]
-            description = describe(latent["pitch"][m], latent["tempo"][m], language, video_rng, config.word_noise)
-        rel = f"videos/v{j:04d}.mp4"
+            description = describe(shown[0], shown[1], language, video_rng, config.word_noise)
         video_rows.append(
-            {"video_id": f"v{j:04d}", "music_id": f"m{m:03d}", "description": description, "video_path": rel}
+            {
+                "video_id": f"v{j:04d}",
+                "music_id": f"m{m:03d}",
+                "description": description,
+                "video_path": f"videos/v{j:04d}.mp4",
+            }
         )
-        seconds = video_rng.uniform(config.video_seconds_min, config.video_seconds_max)
-        jobs.append((m, seconds, out / rel, int(video_rng.integers(2**31))))
+        video_seconds[j] = video_rng.uniform(config.video_seconds_min, config.video_seconds_max)
+        video_seeds[j] = video_rng.integers(2**31)
+        video_factors[j] = np.clip(shown + video_rng.normal(0.0, 1.0, 3) * config.visual_noise, 0.0, 1.0)
+    return SamplePlan(
+        config,
+        latent,
+        pd.DataFrame(music_rows),
+        pd.DataFrame(video_rows),
+        music_seconds,
+        music_seeds,
+        video_factors,
+        video_seconds,
+        video_seeds,
+    )
 
-    def make(job: tuple[int, float, Path, int]) -> None:
-        m, seconds, path, seed = job
+
+def generate_sample_media(out: str | Path, params: dict[str, Any] | SampleMediaConfig | None = None) -> dict[str, Any]:
+    """Write the sample data set into OUT (music/, videos/, music.parquet, videos.parquet, sample_media.json)."""
+    import soundfile as sf
+
+    plan = plan_sample(params)
+    config = plan.config
+    out = Path(out)
+    (out / "music").mkdir(parents=True, exist_ok=True)
+    (out / "videos").mkdir(parents=True, exist_ok=True)
+
+    def make_music(i: int) -> None:
+        signal = synthesise_music(
+            plan.latent["pitch"][i],
+            plan.latent["tempo"][i],
+            plan.latent["timbre"][i],
+            plan.music_seconds[i],
+            np.random.default_rng(plan.music_seeds[i]),
+        )
+        sf.write(
+            out / plan.music["audio_path"][i], signal, AUDIO_RATE, subtype=AUDIO_FORMATS[i % len(AUDIO_FORMATS)][1]
+        )
+
+    def make_video(j: int) -> None:
+        pitch, tempo, timbre = plan.video_factors[j]
         frames = render_video(
-            latent["pitch"][m],
-            latent["tempo"][m],
-            latent["timbre"][m],
-            seconds,
+            pitch,
+            tempo,
+            timbre,
+            plan.video_seconds[j],
             config.video_size,
             config.video_fps,
-            np.random.default_rng(seed),
+            np.random.default_rng(plan.video_seeds[j]),
         )
-        encode_video(frames, config.video_fps, path)
+        encode_video(frames, config.video_fps, out / plan.videos["video_path"][j])
 
     with ThreadPoolExecutor(max_workers=max(1, config.workers)) as pool:
-        list(pool.map(make, jobs))
+        list(pool.map(make_music, range(config.n_music)))
+        list(pool.map(make_video, range(len(plan.videos))))
 
-    write_manifests(out, pd.DataFrame(music_rows), pd.DataFrame(video_rows))
+    write_manifests(out, plan.music, plan.videos)
     truth = {
         "config": asdict(config),
-        "latent": {k: v.round(4).tolist() for k, v in latent.items()},
+        "latent": {k: v.round(4).tolist() for k, v in plan.latent.items()},
         "correspondence": {"pitch": "hue", "tempo": "stripe density and speed", "timbre": "texture grain"},
     }
     (out / "sample_media.json").write_text(json.dumps(truth, indent=2) + "\n")
     return {
         "music": config.n_music,
-        "videos": len(video_rows),
-        "with_description": int(sum(r["description"] is not None for r in video_rows)),
+        "videos": len(plan.videos),
+        "with_description": int(plan.videos["description"].notna().sum()),
     }

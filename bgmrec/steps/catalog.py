@@ -19,21 +19,23 @@ def build_catalog_step(dataset_dir: str | Path, registry_dir: str | Path, *,
     new (the checkpoint records its training music ids). The catalog is stamped with the model version, and its
     version follows the previous catalog's (serving replicas report it). A catalog of at least
     `catalog_settings.index_min_size` music (default: the `catalog:` defaults) gets its vector index built and
-    saved beside it (REGISTRY/catalog.index), so replicas load it instead of building it.
+    saved with it, so replicas load it instead of building it. The catalog is written as one new base (every
+    segment added since folded in, bgmrec.catalog_storage).
 
     Every batch of new music the ledger recorded (bgmrec.ledger) is re-embedded with the dataset's music, so a
-    rebuild (`dvc repro`, a new production model) keeps the music added since the dataset was made.
+    rebuild (`dvc repro`, a new production model) keeps the music added since the dataset was made. Inside a DVC
+    experiment nothing is written: the result says so.
     """
     import dataclasses
 
-    import pyarrow.parquet as pq
-
-    from bgmrec.catalog import CATALOG_FILE, build_catalog
+    from bgmrec.catalog import CATALOG_FILE, build_catalog, stored_version
     from bgmrec.config import CatalogSettings
     from bgmrec.data.contract import MusicVectors, load_dataset
     from bgmrec.ledger import catalog_transaction, recorded_batches
-    from bgmrec.registry import ModelRegistry
+    from bgmrec.registry import ModelRegistry, experiment_skip
 
+    if (skipped := experiment_skip("the serving catalog")) is not None:
+        return skipped
     registry = ModelRegistry(registry_dir)
     record = registry.production()
     if record is None:
@@ -63,9 +65,9 @@ def build_catalog_step(dataset_dir: str | Path, registry_dir: str | Path, *,
             is_new=np.asarray([i not in seen for i in ids]), model_version=record["version"],
         )
         path = registry.root / CATALOG_FILE
-        if path.exists():
-            previous = pq.read_schema(path).metadata or {}
-            catalog = dataclasses.replace(catalog, version=int(previous.get(b"bgmrec_catalog_version", b"0")) + 1)
+        previous = stored_version(path)
+        if previous is not None:
+            catalog = dataclasses.replace(catalog, version=previous + 1, normalised=True)
         catalog = catalog.with_index(catalog_settings or CatalogSettings())
         catalog.save(path)
     return {"catalog": str(path), "music": len(catalog), "new_music": int(catalog.is_new.sum()),
@@ -80,18 +82,19 @@ def refresh_catalog_step(
     """Add the batch's embedded music (flagged new) to REGISTRY/catalog.parquet; refuses embeddings made by a
     model other than the one in production (the catalog must hold one embedding space).
 
-    The vector index beside it grows with the catalog (a copy of the saved index with the batch added; built
-    when the catalog reaches `catalog_settings.index_min_size`), so no full rebuild is needed.
+    The batch becomes a segment of the stored catalog (bgmrec.catalog_storage): its cost follows the batch, not
+    the catalog; replicas add its rows to the base's vector index when they load it. A catalog that reaches
+    `catalog_settings.index_min_size` without an index is rewritten once, with one.
 
     One transaction under the catalog's lock (bgmrec.ledger): the batch is recorded in the ledger (so rebuilds
-    keep it), the current catalog is read inside the lock, so batches added at the same time are all kept, and
-    music already in the catalog (a re-run of a batch) is not added twice.
+    keep it) and appended to the catalog as it is inside the lock, so batches added at the same time are all
+    kept, and music already in the catalog (a re-run of a batch) is not added twice.
     """
     import pandas as pd
     import pyarrow.parquet as pq
 
     from bgmrec.batch import ACCEPTED_FILE
-    from bgmrec.catalog import CATALOG_FILE, load_catalog
+    from bgmrec.catalog import CATALOG_FILE, append_batch
     from bgmrec.config import CatalogSettings
     from bgmrec.ledger import catalog_transaction, record_batch
     from bgmrec.registry import ModelRegistry
@@ -108,21 +111,12 @@ def refresh_catalog_step(
     ids = [str(i) for i in table.column("music_id").to_pylist()]
     column = table.column("embedding").combine_chunks()
     embeddings = column.flatten().to_numpy().reshape(len(ids), column.type.list_size)
-    titles = pd.read_parquet(Path(batch_out_dir) / ACCEPTED_FILE).set_index("music_id")["title"]
+    titles = {str(i): None if pd.isna(t) else str(t) for i, t in
+              pd.read_parquet(Path(batch_out_dir) / ACCEPTED_FILE).set_index("music_id")["title"].items()}
     catalog_path = registry.root / CATALOG_FILE
-    catalog_settings = catalog_settings or CatalogSettings()
     with catalog_transaction(registry.root):
-        record_batch(registry.root, read_batch_music_vectors(batch_out_dir),
-                     {str(i): None if pd.isna(t) else str(t) for i, t in titles.items()})
-        catalog = load_catalog(catalog_path, catalog_settings)
-        if catalog.model_version and catalog.model_version != made_by:
-            raise ValueError(f"{catalog_path} was embedded by model {catalog.model_version} but production is "
-                             f"{made_by}: rebuild the catalog (`bgmrec build-catalog`) before adding music")
-        before = len(catalog)
-        fresh = [row for row, music_id in enumerate(ids) if catalog.indices_of([music_id])[0] < 0]
-        if fresh:
-            catalog = catalog.add([ids[r] for r in fresh], embeddings[fresh],
-                                  titles=[titles.get(ids[r]) for r in fresh]).with_index(catalog_settings)
-            catalog.save(catalog_path)
-    return {"catalog": str(catalog_path), "added": len(fresh), "music_before": before, "music_after": len(catalog),
-            "catalog_version": catalog.version, "indexed": catalog.index is not None}
+        batch = record_batch(registry.root, read_batch_music_vectors(batch_out_dir), titles)
+        appended = append_batch(catalog_path, batch, ids, embeddings, [titles.get(i) for i in ids], made_by,
+                                catalog_settings or CatalogSettings())
+    return {"catalog": str(catalog_path), "added": appended.added, "music_before": appended.rows_before,
+            "music_after": appended.rows_after, "catalog_version": appended.version, "indexed": appended.indexed}

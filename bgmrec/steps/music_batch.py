@@ -48,14 +48,9 @@ class BatchEvaluation(TypedDict):
 
 def catalog_ids(registry_dir: str | Path) -> list[str]:
     """Music ids of the serving catalog (only that column is read), [] when there is no catalog yet."""
-    import pyarrow.parquet as pq
+    from bgmrec.catalog import CATALOG_FILE, read_music_ids
 
-    from bgmrec.catalog import CATALOG_FILE
-
-    path = Path(registry_dir) / CATALOG_FILE
-    if not path.exists():
-        return []
-    return [str(i) for i in pq.read_table(path, columns=["music_id"]).column("music_id").to_pylist()]
+    return read_music_ids(Path(registry_dir) / CATALOG_FILE)
 
 
 def read_batch_music_vectors(features_dir: str | Path):

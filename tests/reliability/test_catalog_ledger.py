@@ -106,3 +106,51 @@ def test_a_rebuild_keeps_the_music_of_every_batch(music_world, tmp_path):
     expected = model.embed_music(vectors.audio_embedding, vectors.audio_lld, vectors.ids)
     np.testing.assert_allclose(rebuilt.embeddings[rows], expected / np.linalg.norm(expected, axis=1, keepdims=True),
                                atol=1e-5)
+
+
+def _batch_rows(batch: int, dim: int) -> np.ndarray:
+    return np.random.default_rng(1000 + batch).standard_normal((5, dim)).astype(np.float32)
+
+
+def _write_versions(path: str, appends: int, dim: int) -> None:
+    """A writer: batches appended one transaction at a time, with a rebuild (a new base, the old parts removed)
+    after every second batch."""
+    from bgmrec.catalog import append_batch, load_catalog
+    from bgmrec.config import CatalogSettings
+    from bgmrec.ledger import catalog_transaction
+
+    for batch in range(appends):
+        with catalog_transaction(Path(path).parent):
+            append_batch(path, f"b{batch}", [f"b{batch}-{i}" for i in range(5)], _batch_rows(batch, dim),
+                         [None] * 5, "v1", CatalogSettings())
+        if batch % 2:
+            with catalog_transaction(Path(path).parent):
+                load_catalog(path).save(path)
+
+
+def test_readers_see_one_version_or_the_other_never_a_mix(tmp_path):
+    """A replica loading the catalog while batches are appended and rebuilds compact it reads one consistent
+    version: the base's music and exactly the batches that version holds, each with its own embeddings."""
+    from bgmrec.catalog import MusicCatalog, load_catalog
+
+    n, dim, appends = 20_000, 32, 30
+    rng = np.random.default_rng(0)
+    ids = np.array([f"m{i}" for i in range(n)], dtype=object)
+    path = MusicCatalog(ids, ids, rng.standard_normal((n, dim)).astype(np.float32), np.zeros(n), np.zeros(n, bool),
+                        model_version="v1").save(tmp_path / "catalog.parquet")
+    writer = multiprocessing.get_context("fork").Process(target=_write_versions, args=(str(path), appends, dim))
+    writer.start()
+    seen = set()
+    while writer.is_alive() or not seen:
+        catalog = load_catalog(path)
+        batches = catalog.version  # each append is one version; a rebuild keeps the version
+        expected = [*ids, *(f"b{b}-{i}" for b in range(batches) for i in range(5))]
+        assert list(catalog.ids) == expected, f"version {catalog.version} holds other music"
+        if batches:
+            last = _batch_rows(batches - 1, dim)
+            np.testing.assert_allclose(catalog.embeddings[-5:], last / np.linalg.norm(last, axis=1, keepdims=True),
+                                       rtol=1e-6)
+        seen.add(catalog.version)
+    writer.join(60)
+    assert writer.exitcode == 0
+    assert load_catalog(path).version == appends and len(seen) > 3, sorted(seen)

@@ -36,7 +36,7 @@ def _children(pid: int) -> list[int]:
 def test_a_stage_command_dies_with_a_killed_dvc(tmp_path):
     bgmrec = Path(sys.executable).parent / "bgmrec"
     # A long stage: simulating a TT-150k-sized dataset takes about a minute on 2 cores.
-    command = f"{bgmrec} simulate --scale tt150k --out {tmp_path / 'sim'}"
+    command = f"{bgmrec} simulate --preset tt150k --out {tmp_path / 'sim'}"
     fake_dvc = textwrap.dedent(f"""
         import os, subprocess, time
         env = {{**os.environ, "DVC_STAGE": "simulate", "DVC_ROOT": {str(tmp_path)!r}}}
