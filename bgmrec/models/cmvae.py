@@ -264,6 +264,19 @@ class CMVAEModule(nn.Module):
         return visual_error + masked_mean((text_hat - t).pow(2).mean(1), has_text)
 
 
+def fit_standardisers(module: CMVAEModule | nn.Module, data: TrainingData) -> None:
+    """Fit a variational matching module's input standardisers on the training videos and their music."""
+    vv, mv = data.dataset.video_vectors, data.dataset.music_vectors
+    assert vv is not None and mv is not None
+    rows, music_rows = data.train_index, data.train_music
+    module.fit_standardisers(
+        vv.visual[rows],
+        vv.text[rows],
+        vv.has_text[rows],
+        np.concatenate([mv.audio_embedding[music_rows], mv.audio_lld[music_rows]], axis=1),
+    )
+
+
 class CMVAE(TorchRecommender):
     """CMVAE (paper 000) as a TorchRecommender: built here, trained by the loop in `bgmrec.train`.
 
@@ -298,13 +311,5 @@ class CMVAE(TorchRecommender):
     def build(self, dims: dict[str, int], data: TrainingData | None) -> nn.Module:
         module = CMVAEModule(dims, self.params)
         if data is not None:
-            vv, mv = data.dataset.video_vectors, data.dataset.music_vectors
-            assert vv is not None and mv is not None
-            rows, music_rows = data.train_index, data.train_music
-            module.fit_standardisers(
-                vv.visual[rows],
-                vv.text[rows],
-                vv.has_text[rows],
-                np.concatenate([mv.audio_embedding[music_rows], mv.audio_lld[music_rows]], axis=1),
-            )
+            fit_standardisers(module, data)
         return module

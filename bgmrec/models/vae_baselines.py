@@ -29,6 +29,7 @@ from bgmrec.models.cmvae import (
     CMVAE,
     GaussianEncoder,
     bidirectional_ranking_loss,
+    fit_standardisers,
     kl_to_standard_normal,
     masked_mean,
     reparameterise,
@@ -151,15 +152,7 @@ class VariationalMatchingRecommender(TorchRecommender):
     def build(self, dims: dict[str, int], data: TrainingData | None) -> nn.Module:
         module = VariationalMatchingModule(dims, self.params)
         if data is not None:
-            vv, mv = data.dataset.video_vectors, data.dataset.music_vectors
-            assert vv is not None and mv is not None
-            rows, music_rows = data.train_index, data.train_music
-            module.fit_standardisers(
-                vv.visual[rows],
-                vv.text[rows],
-                vv.has_text[rows],
-                np.concatenate([mv.audio_embedding[music_rows], mv.audio_lld[music_rows]], axis=1),
-            )
+            fit_standardisers(module, data)
         return module
 
 
