@@ -62,6 +62,16 @@ TARGETS = {"p50_vs_floor_max": 1.3, "rps_vs_floor_min": 0.8}
 # The floor the targets compare against: the real route is batchable, so is this floor.
 TARGET_FLOOR = "floor_batched"
 
+
+# Options the serving benchmarks share (bench_soak.py too): where they work, the load's bodies, the model's training.
+WorkdirOption = Annotated[
+    Path | None,
+    typer.Option(help="Where the dataset, registry, bodies and server logs go; a registry there is reused. "
+                      "Default: a temporary directory, removed at the end."),
+]
+BodiesOption = Annotated[int, typer.Option(help="How many request bodies (videos) the load cycles through.")]
+TrainSecondsOption = Annotated[float, typer.Option(help="Cap on the benchmark model's one training epoch, in seconds.")]
+
 app = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None)
 
 
@@ -566,15 +576,9 @@ def summary_of(levels: dict, floor: dict) -> dict:
 def main(
     quick: Annotated[bool, typer.Option(help="10 s per load level instead of 30 s.")] = False,
     out: Annotated[Path, typer.Option(help="The JSON results file.")] = ROOT / "bench" / "results" / "serving.json",
-    workdir: Annotated[
-        Path | None,
-        typer.Option(help="Where the dataset, registry, bodies and server logs go; a registry there is reused. "
-                          "Default: a temporary directory, removed at the end."),
-    ] = None,
-    bodies: Annotated[int, typer.Option(help="How many request bodies (videos) the load cycles through.")] = 48,
-    train_seconds: Annotated[
-        float, typer.Option(help="Cap on the benchmark model's one training epoch, in seconds.")
-    ] = 120.0,
+    workdir: WorkdirOption = None,
+    bodies: BodiesOption = 48,
+    train_seconds: TrainSecondsOption = 120.0,
     timeout_s: Annotated[
         float | None,
         typer.Option(help="traffic.timeout (BGMREC_TIMEOUT_S) of the real service and the floors it is compared "

@@ -42,7 +42,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serving import (  # noqa: E402 - the sibling benchmark's registry, bodies and server handling
     REQUEST_PATH,
     ROOT,
+    BodiesOption,
     Server,
+    TrainSecondsOption,
+    WorkdirOption,
     check_answers,
     prepare_registry,
     request_bodies,
@@ -152,15 +155,9 @@ def main(
     clients: Annotated[int, typer.Option(min=1, help="Concurrent closed-loop clients.")] = 32,
     quick: Annotated[bool, typer.Option(help="1 minute instead of --minutes.")] = False,
     out: Annotated[Path, typer.Option(help="The JSON results file.")] = ROOT / "bench" / "results" / "soak.json",
-    workdir: Annotated[
-        Path | None,
-        typer.Option(help="Where the dataset, registry, bodies and server log go; a registry there is reused. "
-                          "Default: a temporary directory, removed at the end."),
-    ] = None,
-    bodies: Annotated[int, typer.Option(help="How many request bodies (videos) the load cycles through.")] = 48,
-    train_seconds: Annotated[
-        float, typer.Option(help="Cap on the benchmark model's one training epoch, in seconds.")
-    ] = 120.0,
+    workdir: WorkdirOption = None,
+    bodies: BodiesOption = 48,
+    train_seconds: TrainSecondsOption = 120.0,
     sample_seconds: Annotated[float, typer.Option(min=0.5, help="RSS sampling interval.")] = 5.0,
 ) -> None:
     """Run `bgmrec serve` under --clients concurrent clients for --minutes; report errors, latency per minute and

@@ -345,14 +345,18 @@ class ModelRegistry:
         """The checkpoint file of a registered version (under ROOT wherever ROOT is now)."""
         return self.versions_dir / version / CHECKPOINT_FILE
 
+    def require_production(self) -> dict[str, Any]:
+        """The production record; FileNotFoundError when nothing was promoted yet."""
+        record = self.production()
+        if record is None:
+            raise FileNotFoundError(f"no production model in {self.root}; run the gate step first")
+        return record
+
     def load_production(self):
         """The production model, loaded from its checkpoint (a TorchRecommender)."""
         from bgmrec.models import load_model
 
-        record = self.production()
-        if record is None:
-            raise FileNotFoundError(f"no production model in {self.root}; run the gate step first")
-        return load_model(self.checkpoint(record["version"]))
+        return load_model(self.checkpoint(self.require_production()["version"]))
 
     def _set_production(
         self, info: dict[str, Any], history: list[dict[str, Any]], by: str, action: str,

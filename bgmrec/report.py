@@ -103,9 +103,7 @@ def load_model_and_catalog(
         catalog = build_catalog(model, dataset.music_vectors, titles=titles, popularity=dataset.popularity)
         return model, catalog, model.name, f"checkpoint {checkpoint}, the dataset's music as catalog", None
     registry = ModelRegistry(registry_dir)
-    record = registry.production()
-    if record is None:
-        raise FileNotFoundError(f"no production model in {registry.root}; run the gate step first")
+    record = registry.require_production()
     catalog_path = registry.root / CATALOG_FILE
     if not catalog_path.exists():
         raise FileNotFoundError(f"{catalog_path} does not exist; run `bgmrec build-catalog` first")

@@ -43,9 +43,7 @@ def build_bento_step(registry_dir: str | Path, version: str | None = None,
     if (skipped := experiment_skip("the Bento store (BENTOML_HOME)")) is not None:
         return skipped
     registry = ModelRegistry(registry_dir)
-    record = registry.production()
-    if record is None:
-        raise FileNotFoundError(f"no production model in {registry.root}; run the gate step first")
+    record = registry.require_production()
     catalog = registry.root / CATALOG_FILE
     if not catalog.exists():
         raise FileNotFoundError(f"{catalog} does not exist; run `bgmrec build-catalog` first")

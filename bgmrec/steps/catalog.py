@@ -37,9 +37,7 @@ def build_catalog_step(dataset_dir: str | Path, registry_dir: str | Path, *,
     if (skipped := experiment_skip("the serving catalog")) is not None:
         return skipped
     registry = ModelRegistry(registry_dir)
-    record = registry.production()
-    if record is None:
-        raise FileNotFoundError(f"no production model in {registry.root}; run the gate step first")
+    record = registry.require_production()
     model = registry.load_production()
     dataset = load_dataset(dataset_dir)
     assert dataset.music_vectors is not None

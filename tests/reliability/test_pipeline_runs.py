@@ -101,8 +101,8 @@ class Run:
 
 def _run(args: list[str], cwd: Path, log: Path, kill_point: KillPoint | None = None, *,
          whole_group: bool = True, env: dict[str, str] | None = None) -> Run:
-    """Run `args` in a new session; when `kill_point(pid)` turns true, SIGKILL the whole process group
-    (`whole_group`) or the command's process alone, and wait until the group is gone."""
+    """Run `args` as the leader of its own process group; when `kill_point(pid)` turns true, SIGKILL the whole
+    group (`whole_group`) or the command's process alone, and wait until the group is gone."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1",
            "GX_ANALYTICS_ENABLED": "false", **(env or {})}
     with log.open("w") as out:
