@@ -8,12 +8,19 @@ draws its own split and initialisation on the same data set. Tables give the mea
 seeds; a claim "A beats B" holds when the interval of the paired (same seed) difference at K = 10 lies above 0,
 is reversed when it lies below 0, and is undecided otherwise. Rows with the paper's own optimiser settings
 (`paper_settings`) run once (seed 0) and are reported whatever they give.
+
+A model fitted for one table is fitted once per split and seed under OUT: its rows are kept in OUT/runs, keyed by
+the data set, split, seed and the model's resolved parameters, and every later table (or a second process on the
+same OUT) reads them instead of training again. CMVAE, a row of all four CMVAE tables, trains once per seed.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +34,7 @@ from bgmrec.paper_tables import CLAIM_K, TABLES, PaperTable
 SELECTION_METRIC = "recall@10"
 PAPER_SETTINGS_SUFFIX = " (paper's settings)"
 SIMULATION_RECORD = "simulation.json"
+RUNS_DIR = "runs"
 
 
 def interval(values: list[float]) -> tuple[float, float]:
@@ -72,6 +80,39 @@ def training_params(models: list[str], base: dict[str, dict[str, Any]] | None,
     return params
 
 
+def benchmark_rows(data_dir: Path, split: str, models: list[str], seed: int, params: dict[str, dict[str, Any]],
+                   runs_dir: Path, log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+    """`run_benchmark`'s rows for MODELS, one fit per model (with its `@` evaluation variants) kept in RUNS_DIR.
+
+    The key is the data set's files, the split, the seed, the variants asked for and the model's resolved
+    parameters; a process computing a key holds its lock, so a second process on the same OUT waits and reads."""
+    from bgmrec.models import resolve_params
+
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    stamp = {f.name: f.stat().st_mtime_ns for f in sorted(Path(data_dir).glob("*.parquet"))}
+    families: dict[str, list[str]] = {}
+    for name in models:
+        families.setdefault(name.partition("@")[0], []).append(name)
+    rows: dict[str, dict[str, Any]] = {}
+    for base, names in families.items():
+        key = {"dataset": str(Path(data_dir).resolve()), "files": stamp, "split": split, "seed": seed,
+               "models": sorted(names), "params": resolve_params(base, params)}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        path = runs_dir / f"{split}-seed{seed}-{base}-{digest}.json"
+        with open(path.with_suffix(".lock"), "a+b") as lock:
+            fcntl.lockf(lock, fcntl.LOCK_EX)
+            if path.is_file():
+                log(f"{base}: split {split}, seed {seed}: fitted before ({path.name})")
+                rows.update(json.loads(path.read_text())["results"])
+                continue
+            result = run_benchmark(data_dir, split, names, seed, params, log=log)["results"]
+            partial = path.with_suffix(".partial")
+            partial.write_text(json.dumps({"key": key, "results": result}, indent=2, default=str))
+            os.replace(partial, path)
+            rows.update(result)
+    return rows
+
+
 def _columns(table: PaperTable, split: str) -> list[tuple[str, str]]:
     """(paper column, our row suffix) pairs a split contributes."""
     if table.splits == ("seen-unseen",):
@@ -104,10 +145,10 @@ def reproduce_table(
     for split in table.splits:
         for seed in range(seeds):
             log(f"{name}: split {split}, seed {seed + 1}/{seeds}")
-            result = run_benchmark(data_dir, split, models, seed, params, log=log)
+            rows = benchmark_rows(data_dir, split, models, seed, params, out / RUNS_DIR, log)
             for column, suffix in _columns(table, split):
                 for row in models:
-                    measured = result["results"].get(row + suffix)
+                    measured = rows.get(row + suffix)
                     if measured is not None and "not_applicable" not in measured:
                         runs[column].setdefault(row, []).append(measured)
         for row, by_split in table.paper_settings.items():
@@ -115,9 +156,9 @@ def reproduce_table(
                 continue
             own = {**params, row: {**params.get(row, {}), **by_split[split]}}
             log(f"{name}: {row} with the paper's settings {by_split[split]} (seed 0)")
-            result = run_benchmark(data_dir, split, [row], 0, own, log=log)
+            rows = benchmark_rows(data_dir, split, [row], 0, own, out / RUNS_DIR, log)
             for column, suffix in _columns(table, split):
-                measured = result["results"].get(row + suffix)
+                measured = rows.get(row + suffix)
                 if measured is not None:
                     runs[column].setdefault(row + PAPER_SETTINGS_SUFFIX, []).append(measured)
     summary = _summarise(table, runs)

@@ -10,6 +10,8 @@ import pytest
 from bgmrec.paper_tables import TABLES
 from bgmrec.reproduce import _claims, interval, reproduce_table
 
+pytestmark = pytest.mark.model
+
 
 @pytest.mark.unit
 def test_interval_is_the_t_interval() -> None:
@@ -62,3 +64,16 @@ def test_reproduce_writes_the_table_beside_the_papers(tiny_dataset, tmp_path) ->
     table = (tmp_path / "cmvae-5.md").read_text()
     assert "0.2606" in table and "V + T beats V" in table
     assert (tmp_path / "cmvae-5.png").stat().st_size > 10_000
+
+
+@pytest.mark.integration
+def test_a_fit_is_reused_across_tables_and_redone_when_its_parameters_change(tiny_dataset, tmp_path) -> None:
+    first = reproduce_table("cmvae-5", tmp_path, seeds=1, dataset=tiny_dataset, max_epochs=1, log=lambda _: None)
+    lines: list[str] = []
+    again = reproduce_table("cmvae-5", tmp_path, seeds=1, dataset=tiny_dataset, max_epochs=1, log=lines.append)
+    reused = [line for line in lines if "fitted before" in line]
+    assert len(reused) == 2 and all(line.startswith("cmvae:") for line in reused)  # weak and strong, seed 0
+    assert again["rows"] == first["rows"]
+    lines.clear()
+    reproduce_table("cmvae-5", tmp_path, seeds=1, dataset=tiny_dataset, max_epochs=2, log=lines.append)
+    assert not [line for line in lines if "fitted before" in line]
