@@ -1,4 +1,5 @@
-"""Fixtures shared by the component tests (components/*/tests) and the pipeline and deployment tests (tests/):
+"""Fixtures shared by the component tests (components/*/tests) and the tests in tests/ (unit, model, integration,
+reliability, deployment):
 kfp.local in this Python environment, tiny data made in tmp dirs, and a small catalog of REAL music (FFmpeg-made
 tones) extracted with the real extractors, with a production model trained on it and the serving catalog built
 from it, so the new-music-batch pipeline can be exercised end to end on audio files.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,9 @@ import pytest
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+# BentoML's in-process /metrics reads prometheus_client's multiprocess files: the folder must exist before
+# prometheus_client is first imported (tests/integration/test_serving.py).
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="bgmrec-prometheus-"))
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 
@@ -142,7 +147,7 @@ def params_path() -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_dataset_dir(tmp_path_factory) -> Path:
+def tiny_dataset(tmp_path_factory) -> Path:
     """A tiny simulated dataset in the contract (40 music, ~480 videos, small vectors); treat as read-only."""
     from bgmrec.data.simulate import simulate
 
@@ -218,7 +223,7 @@ def fast_params_path(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_cmvae(tiny_dataset_dir, fast_params_path, tmp_path_factory) -> dict:
+def tiny_cmvae(tiny_dataset, fast_params_path, tmp_path_factory) -> dict:
     """CMVAE trained for one epoch on the tiny dataset's weak and strong splits by the train_model component."""
     from kfp import dsl
 
@@ -227,7 +232,7 @@ def tiny_cmvae(tiny_dataset_dir, fast_params_path, tmp_path_factory) -> dict:
     models = {}
     for split_kind in ("weak", "strong"):
         model = dsl.Model(name=split_kind, uri=str(tmp_path_factory.mktemp("cmvae") / split_kind))
-        train_model.python_func(str(tiny_dataset_dir), "cmvae", split_kind, "", str(fast_params_path), model)
+        train_model.python_func(str(tiny_dataset), "cmvae", split_kind, "", str(fast_params_path), model)
         models[split_kind] = model
     return models
 

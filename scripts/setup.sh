@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 LOCK=requirements/dev.txt
-# The browser tests (tests/test_report.py, tests/test_page.py) drive Debian's Chromium through its chromedriver.
+# The browser tests (tests/integration/test_report.py, tests/integration/test_page.py) drive Debian's Chromium through its chromedriver.
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive

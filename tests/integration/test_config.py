@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from bgmrec.config import Config, ConfigError, load_config, parse_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.unit

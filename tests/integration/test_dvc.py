@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 STAGES = ("validate_features", "split")  # a validation and what follows it, enough to show the pipeline stops
 

@@ -15,7 +15,7 @@ from bgmrec.data.contract import MusicVectors, load_dataset
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-FEATURES = Path(__file__).resolve().parents[1] / "features"
+FEATURES = Path(__file__).resolve().parents[2] / "features"
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from bgmrec.config import IMAGE_ENV, load_config
 from pipelines.compile import NEW_MUSIC_BATCH_FILE, TRAINING_FILE, compile_pipelines
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIG = load_config(PROJECT_ROOT / "params.yaml")
 
 

@@ -99,14 +99,14 @@ def test_metrics_that_are_missing_or_malformed_are_named(tmp_path):
 
 
 @pytest.mark.integration
-def test_report_of_a_checkpoint_ranks_the_chosen_music_among_the_whole_catalog(tiny_cmvae, tiny_dataset_dir,
+def test_report_of_a_checkpoint_ranks_the_chosen_music_among_the_whole_catalog(tiny_cmvae, tiny_dataset,
                                                                                 tmp_path):
     from bgmrec.data.contract import load_dataset
     from bgmrec.models import load_model
 
     checkpoint = Path(tiny_cmvae["weak"].path) / "model.pt"
-    result = report_step(tiny_dataset_dir, tmp_path / "report.html", checkpoint=checkpoint, n_videos=4, k=5)
-    dataset = load_dataset(tiny_dataset_dir)
+    result = report_step(tiny_dataset, tmp_path / "report.html", checkpoint=checkpoint, n_videos=4, k=5)
+    dataset = load_dataset(tiny_dataset)
     model = load_model(checkpoint)
     music = model.embed_music(dataset.music_vectors.audio_embedding, dataset.music_vectors.audio_lld,
                               dataset.music_vectors.ids)
@@ -128,15 +128,15 @@ def test_report_of_a_checkpoint_ranks_the_chosen_music_among_the_whole_catalog(t
 
 
 @pytest.mark.integration
-def test_commands_name_what_is_missing(tiny_dataset_dir, tmp_path):
+def test_commands_name_what_is_missing(tiny_dataset, tmp_path):
     runner = CliRunner()
-    both = runner.invoke(app, ["report", "--dataset", str(tiny_dataset_dir), "--out", str(tmp_path / "r.html"),
+    both = runner.invoke(app, ["report", "--dataset", str(tiny_dataset), "--out", str(tmp_path / "r.html"),
                                "--registry", str(tmp_path), "--checkpoint", str(tmp_path / "m.pt")])
     assert both.exit_code == 1 and "give --registry or --checkpoint, not both" in both.output
-    empty = runner.invoke(app, ["report", "--dataset", str(tiny_dataset_dir), "--out", str(tmp_path / "r.html"),
+    empty = runner.invoke(app, ["report", "--dataset", str(tiny_dataset), "--out", str(tmp_path / "r.html"),
                                 "--registry", str(tmp_path / "registry")])
     assert empty.exit_code == 1 and "no production model in" in empty.output
-    no_catalog = runner.invoke(app, ["previews", "--dataset", str(tiny_dataset_dir), "--registry",
+    no_catalog = runner.invoke(app, ["previews", "--dataset", str(tiny_dataset), "--registry",
                                      str(tmp_path / "registry")])
     assert no_catalog.exit_code == 1
     assert "catalog.parquet does not exist; run `bgmrec build-catalog`" in no_catalog.output

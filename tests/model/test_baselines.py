@@ -22,7 +22,7 @@ from bgmrec.models.two_branch import (
 from bgmrec.models.vae_baselines import batch_entropy
 from bgmrec.train import fit, training_tensors
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.model
 
 BASELINES = ("cbvmr", "dscmr", "uwml", "dual-vae", "da-vae", "cross-vae")
 LOOP = {"epochs": 6, "patience": 6, "progress": False, "batch_size": 64, "lr": 3e-3}

@@ -11,6 +11,8 @@ from bgmrec.data.presets import PRESETS
 from bgmrec.data.simulate import popularity_counts
 from bgmrec.metrics import ips_recall_at_k
 
+pytestmark = pytest.mark.model
+
 
 @pytest.mark.unit
 def test_popular_rank_ips_recall_is_below_random_on_gamma_popularity():

@@ -10,6 +10,8 @@ from rich.console import Console
 
 from bgmrec import benchmark
 
+pytestmark = pytest.mark.model
+
 
 def _terminal() -> tuple[Console, io.StringIO]:
     out = io.StringIO()

@@ -15,7 +15,9 @@ from bgmrec.data.splits import Split, make_split
 from bgmrec.media.sample import plan_sample
 from bgmrec.metrics import FULL_KS, IPS_KS
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.model
+
+ROOT = Path(__file__).resolve().parents[2]
 # a threshold must be at least this many times a random ranker's expected value
 RANDOM_MARGIN = 2.0
 

@@ -14,7 +14,7 @@ from bgmrec.models.base import TrainingData
 from bgmrec.models.cmvae import CMVAE, product_of_experts
 from bgmrec.train import fit, training_tensors
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.model
 
 SMALL = {"latent_dim": 16, "hidden": 32, "batch_size": 64, "progress": False, "seed": 0}
 

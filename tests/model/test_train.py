@@ -18,7 +18,7 @@ from bgmrec.models.base import TorchRecommender, TrainingData
 from bgmrec.models.training_config import TrainingConfig
 from bgmrec.train import DVCLiveLog, EarlyStopping, TrainingObserver, WallClockBudget, fit
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.model
 
 SMALL = {"embedding_dim": 16, "video_hidden": [32], "music_hidden": [16], "batch_size": 64, "progress": False}
 SMALL_CMVAE = {"latent_dim": 8, "hidden": 16, "epochs": 1, "progress": False}

@@ -21,7 +21,7 @@ from bgmrec.models.vmcml import (
 )
 from bgmrec.train import fit, training_tensors
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.model
 
 FAST = {
     "epochs": 12,

@@ -323,7 +323,7 @@ def test_bgmrec_gate_inside_an_experiment_says_so_and_exits_0(tmp_path, monkeypa
 
 # --- `bgmrec registry` on real checkpoints, and the served model version -------------------------------------
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ from components.evaluate_model.component import evaluate_model
 
 
 @pytest.mark.integration
-def test_both_protocols_on_both_splits(tiny_cmvae, tiny_dataset_dir, fast_params_path, artifact):
+def test_both_protocols_on_both_splits(tiny_cmvae, tiny_dataset, fast_params_path, artifact):
     metrics = artifact("Metrics", "metrics.json")
-    evaluate_model.python_func(str(tiny_dataset_dir), tiny_cmvae["weak"], tiny_cmvae["strong"],
+    evaluate_model.python_func(str(tiny_dataset), tiny_cmvae["weak"], tiny_cmvae["strong"],
                                str(fast_params_path), metrics)
     nested = json.loads(open(metrics.path).read())
     assert set(nested) == {"weak", "strong"}

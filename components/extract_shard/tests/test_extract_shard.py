@@ -5,8 +5,8 @@ from components.extract_shard.component import extract_shard
 
 
 @pytest.mark.unit
-def test_precomputed_features_need_no_extraction(tiny_dataset_dir, params_path):
-    assert extract_shard.python_func(str(tiny_dataset_dir), 0, 2, str(params_path)) == 0
+def test_precomputed_features_need_no_extraction(tiny_dataset, params_path):
+    assert extract_shard.python_func(str(tiny_dataset), 0, 2, str(params_path)) == 0
 
 
 @pytest.mark.integration

@@ -16,5 +16,5 @@ def test_online_vectors_equal_the_feature_files(world_feature_repo, music_world)
 
 
 @pytest.mark.unit
-def test_no_repo_means_no_feast(tiny_dataset_dir, params_path):
-    assert feast_apply.python_func(str(tiny_dataset_dir), "", str(params_path)) == ""
+def test_no_repo_means_no_feast(tiny_dataset, params_path):
+    assert feast_apply.python_func(str(tiny_dataset), "", str(params_path)) == ""

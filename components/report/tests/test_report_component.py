@@ -8,21 +8,21 @@ from components.report.component import recommendations_report
 
 
 @pytest.fixture(scope="module")
-def tiny_metrics(tiny_cmvae, tiny_dataset_dir, fast_params_path, tmp_path_factory):
+def tiny_metrics(tiny_cmvae, tiny_dataset, fast_params_path, tmp_path_factory):
     """The tiny CMVAE's metrics, written by the evaluate_model component the pipeline runs before the report."""
     from components.evaluate_model.component import evaluate_model
 
     metrics = dsl.Metrics(name="metrics", uri=str(tmp_path_factory.mktemp("metrics") / "metrics.json"))
-    evaluate_model.python_func(str(tiny_dataset_dir), tiny_cmvae["weak"], tiny_cmvae["strong"],
+    evaluate_model.python_func(str(tiny_dataset), tiny_cmvae["weak"], tiny_cmvae["strong"],
                                str(fast_params_path), metrics)
     return metrics
 
 
 @pytest.mark.integration
-def test_writes_the_html_report_of_the_checkpoint(tiny_cmvae, tiny_metrics, tiny_dataset_dir, fast_params_path,
+def test_writes_the_html_report_of_the_checkpoint(tiny_cmvae, tiny_metrics, tiny_dataset, fast_params_path,
                                                   artifact):
     report = artifact("HTML", "report.html")
-    summary = recommendations_report.python_func(str(tiny_dataset_dir), tiny_cmvae["weak"], tiny_metrics, "cmvae",
+    summary = recommendations_report.python_func(str(tiny_dataset), tiny_cmvae["weak"], tiny_metrics, "cmvae",
                                                  str(fast_params_path), report)
     html = Path(report.path).read_text()
     assert summary.startswith("cmvae: 6 test videos, 0 previews, chosen music ranked [")
@@ -36,12 +36,12 @@ def test_writes_the_html_report_of_the_checkpoint(tiny_cmvae, tiny_metrics, tiny
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_runs_in_kfp_local(local_runner, tiny_cmvae, tiny_metrics, tiny_dataset_dir, fast_params_path):
+def test_runs_in_kfp_local(local_runner, tiny_cmvae, tiny_metrics, tiny_dataset, fast_params_path):
     @dsl.pipeline
     def one_report() -> str:
         model = dsl.importer(artifact_uri=tiny_cmvae["weak"].uri, artifact_class=dsl.Model)
         metrics = dsl.importer(artifact_uri=tiny_metrics.uri, artifact_class=dsl.Metrics)
-        return recommendations_report(dataset_dir=str(tiny_dataset_dir), model=model.output,
+        return recommendations_report(dataset_dir=str(tiny_dataset), model=model.output,
                                       metrics=metrics.output, model_name="cmvae",
                                       params_path=str(fast_params_path)).outputs["Output"]
 

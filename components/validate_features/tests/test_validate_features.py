@@ -9,14 +9,14 @@ from components.validate_features.component import validate_features
 
 
 @pytest.mark.integration
-def test_good_features_pass(tiny_dataset_dir, params_path, artifact):
+def test_good_features_pass(tiny_dataset, params_path, artifact):
     report = artifact("HTML", "features")
-    assert validate_features.python_func(str(tiny_dataset_dir), str(params_path), report) == str(tiny_dataset_dir)
+    assert validate_features.python_func(str(tiny_dataset), str(params_path), report) == str(tiny_dataset)
 
 
 @pytest.mark.integration
-def test_nan_vector_stops_the_run(tiny_dataset_dir, params_path, artifact, tmp_path):
-    broken = shutil.copytree(tiny_dataset_dir, tmp_path / "broken")
+def test_nan_vector_stops_the_run(tiny_dataset, params_path, artifact, tmp_path):
+    broken = shutil.copytree(tiny_dataset, tmp_path / "broken")
     table = pq.read_table(broken / "music_features.parquet")
     vectors = table.column("audio_embedding").to_pylist()
     vectors[3] = [np.nan] * len(vectors[3])
