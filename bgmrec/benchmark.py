@@ -68,8 +68,9 @@ class BenchmarkProgress:
                 self.progress.start()
 
     def now(self, description: str) -> None:
-        """Name the step under way."""
-        self.progress.update(self.steps, description=description)
+        """Name the step under way, drawn at once: rich's own refresh, 10 times a second, would never show a step
+        shorter than that (an evaluation on small data)."""
+        self.progress.update(self.steps, description=description, refresh=True)
 
     def done(self, steps: int = 1) -> None:
         self.progress.advance(self.steps, steps)
@@ -96,7 +97,7 @@ class EpochProgress(TrainingObserver):
 
     def epoch_ended(self, record: EpochRecord) -> None:
         loss = record.get("loss", float("nan"))
-        self.progress.update(self.task, advance=1, description=f"  epochs (loss {loss:.4f})")
+        self.progress.update(self.task, advance=1, description=f"  epochs (loss {loss:.4f})", refresh=True)
 
 
 def run_benchmark(

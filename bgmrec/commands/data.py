@@ -15,13 +15,14 @@ from bgmrec.commands.common import (
     fail,
     validation_exit,
 )
+from bgmrec.data.split_kinds import SEEN_UNSEEN, SPLIT_KINDS
 
 
 def simulate(
     out: Annotated[Path, typer.Option(help="Directory to write the dataset to.")],
     preset: Annotated[
-        str, typer.Option(help="tiny, sample, tt150k (CMVAE's TT-150k) or msvd (VMCML's MSVD, seen/unseen music).")
-    ] = "sample",
+        str, typer.Option(help="tiny, small, tt150k (CMVAE's TT-150k) or msvd (VMCML's MSVD, seen/unseen music).")
+    ] = "small",
     scale: Annotated[
         float, typer.Option(help="Multiply the preset's number of videos (same music, same knobs): a reduced copy.")
     ] = 1.0,
@@ -68,20 +69,25 @@ def check_dataset(
 
 def split(
     dataset: Annotated[Path, typer.Option(help="Dataset directory.")],
-    kind: Annotated[str, typer.Option(help="weak or strong.")] = "weak",
+    kind: Annotated[str, typer.Option(help=f"Split kind: {', '.join(SPLIT_KINDS)}.")] = "weak",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
-    """Make and save a weak or strong split with its IPS negatives (dataset/splits/KIND.parquet)."""
+    """Make and save a split of one kind with its IPS negatives (dataset/splits/KIND.parquet)."""
     from bgmrec.data.contract import DatasetError, load_dataset
-    from bgmrec.data.splits import make_split, save_split, split_path
+    from bgmrec.data.seen_unseen import UNSEEN_PART
+    from bgmrec.data.splits import PARTS, make_split, save_split, split_path
 
     try:
         ds = load_dataset(dataset, require_features=False)
     except DatasetError as exc:
         fail(str(exc))
-    s = make_split(ds, kind, seed)
+    try:
+        s = make_split(ds, kind, seed)
+    except ValueError as exc:
+        fail(str(exc))
     path = save_split(s, ds, split_path(dataset, kind))
-    counts = {p: int((s.part == p).sum()) for p in ("train", "val", "test")}
+    # the `unseen` part only exists in a seen-unseen split
+    counts = {p: int((s.part == p).sum()) for p in PARTS if p != UNSEEN_PART or kind == SEEN_UNSEEN}
     console.print(f"wrote {path}: {counts}")
 
 

@@ -15,12 +15,13 @@ from bgmrec.commands.common import (
     console,
     fail,
 )
+from bgmrec.data.split_kinds import SPLIT_KINDS
 
 
 def benchmark(
     dataset: Annotated[Path, typer.Option(help="Dataset directory.")],
     out: Annotated[Path, typer.Option(help="JSON file for the results (a .md table is written beside it).")],
-    split: Annotated[str, typer.Option("--split", help="weak or strong.")] = "weak",
+    split: Annotated[str, typer.Option("--split", help=f"Split kind: {', '.join(SPLIT_KINDS)}.")] = "weak",
     models: Annotated[str, typer.Option(help="Comma-separated model names; NAME@notext drops text at test.")] = (
         "random,popular,cca"
     ),
@@ -55,9 +56,9 @@ def list_models() -> None:
 
 def train(
     dataset: Annotated[Path, typer.Option(help="Dataset directory (manifests; vectors too without Feast).")],
-    model: Annotated[str, typer.Option(help="Registered torch model name (see list-models).")],
+    model: Annotated[str, typer.Option(help="Torch model name from the model table (see list-models).")],
     out: Annotated[Path, typer.Option(help="Output directory: model.pt, train.json, the DVCLive log dvclive/.")],
-    split: Annotated[str, typer.Option("--split", help="weak or strong.")] = "weak",
+    split: Annotated[str, typer.Option("--split", help=f"Split kind: {', '.join(SPLIT_KINDS)}.")] = "weak",
     feature_repo: Annotated[
         Path | None, typer.Option(help="Feast repo: read vectors with get_historical_features.")
     ] = None,

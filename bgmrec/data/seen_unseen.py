@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 
-SEEN_UNSEEN = "seen-unseen"
 UNSEEN_PART = "unseen"
 MUSIC_SET_COLUMN = "music_set"
 MUSIC_SETS = ("seen", "unseen")

@@ -22,9 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bgmrec.data.contract import Dataset
-from bgmrec.data.seen_unseen import MUSIC_SET_COLUMN, SEEN_UNSEEN, UNSEEN_PART, seen_unseen_labels, unseen_music
+from bgmrec.data.seen_unseen import MUSIC_SET_COLUMN, UNSEEN_PART, seen_unseen_labels, unseen_music
+from bgmrec.data.split_kinds import SEEN_UNSEEN, SPLIT_KINDS
 
-SPLIT_KINDS = ("weak", "strong", SEEN_UNSEEN)
 PARTS = ("train", "val", "test", UNSEEN_PART)
 RATIOS = (0.8, 0.1, 0.1)
 N_NEGATIVES = 100
