@@ -1,4 +1,4 @@
-"""Training throughput of registered torch models: seconds per epoch, videos/s and FLOP utilisation.
+"""Training throughput of the torch models in the model table: seconds per epoch, videos/s and FLOP utilisation.
 
     flock /tmp/bgmrec-cpu.lock .venv/bin/python bench/bench_training.py --dataset /tmp/tt150k --threads 2
 
@@ -107,7 +107,7 @@ def bench_model(name: str, data: TrainingData, epochs: int, seed: int) -> dict[s
 def main(
     dataset_dir: Annotated[Path, typer.Option("--dataset", help="dataset directory (TT-150k scale for the reported "
                                                                   "figures: bgmrec simulate --preset tt150k)")],
-    models: Annotated[str, typer.Option(help="comma-separated registered TorchRecommender names")] =
+    models: Annotated[str, typer.Option(help="comma-separated TorchRecommender names from the model table")] =
         "cmvae,vmcml,cevar",
     out: Annotated[Path, typer.Option(help="the JSON results file")] = ROOT / "bench" / "results" / "training.json",
     epochs: Annotated[int, typer.Option(min=1, help="epochs per model (the fastest one is reported)")] = 2,

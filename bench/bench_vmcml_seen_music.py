@@ -33,7 +33,7 @@ app = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None, pre
 def main(
     dataset_dir: Annotated[Path, typer.Option("--dataset", help="dataset directory (TT-150k scale for the reported "
                                                                   "figures: bgmrec simulate --preset tt150k)")],
-    model_name: Annotated[str, typer.Option("--model", help="a registered VMCML name (vmcml, vmcml-nosl, ...)")] =
+    model_name: Annotated[str, typer.Option("--model", help="a VMCML name (model table: vmcml, vmcml-nosl, ...)")] =
         "vmcml",
     max_seconds: Annotated[float, typer.Option(min=1.0, help="training wall-clock budget in seconds")] = 600.0,
     seed: Annotated[int, typer.Option(help="split and training seed")] = 0,

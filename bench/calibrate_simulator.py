@@ -54,6 +54,10 @@ KNOB_RANGES = {"video_noise": (0.3, 5.0), "usage_share": (0.01, 0.99), "asymmetr
 LOG_SCALE = ("video_noise",)
 MAX_STEP = 0.8  # largest change of log σ or logit ρ in one Newton step
 
+PresetOption = Annotated[str, typer.Option(help="tt150k or msvd.")]
+SeedOption = Annotated[int, typer.Option(help="Simulation, split and model seed.")]
+WorkdirOption = Annotated[Path, typer.Option(help="Where the simulated dataset is written.")]
+
 
 @dataclass(frozen=True)
 class Protocol:
@@ -123,11 +127,32 @@ def from_search_space(x: np.ndarray, names: tuple[str, str]) -> dict[str, float]
     return values
 
 
+def protocol_of(preset: str, purpose: str) -> Protocol:
+    """The preset's paper row; a BadParameter when the preset has none."""
+    if preset not in PROTOCOLS:
+        raise typer.BadParameter(f"preset '{preset}' has no paper row to {purpose} against; use tt150k or msvd")
+    return PROTOCOLS[preset]
+
+
 def relative_errors(point: dict[str, Any], protocol: Protocol) -> tuple[float, float]:
     return (
         point["seen"]["model"] / protocol.target_seen - 1,
         point["unseen"]["model"] / protocol.target_unseen - 1,
     )
+
+
+def worst_error(point: dict[str, Any], protocol: Protocol) -> float:
+    """The larger of the two figures' relative errors, in absolute value: what ranks points."""
+    return max(abs(e) for e in relative_errors(point, protocol))
+
+
+def acceptance(point: dict[str, Any], protocol: Protocol) -> dict[str, Any]:
+    """Each figure's relative error and whether both are within the accepted tolerance."""
+    errors = relative_errors(point, protocol)
+    return {
+        "relative_error": {"seen": round(errors[0], 4), "unseen": round(errors[1], 4)},
+        "within_25_percent": worst_error(point, protocol) <= ACCEPT_TOLERANCE,
+    }
 
 
 def residual(point: dict[str, Any], protocol: Protocol) -> np.ndarray:
@@ -206,20 +231,19 @@ def summary(point: dict[str, Any], protocol: Protocol) -> str:
 
 @app.command()
 def calibrate(
-    preset: Annotated[str, typer.Option(help="tt150k or msvd.")],
+    preset: PresetOption,
     scale: Annotated[float, typer.Option(help="Reduced copy: this fraction of the preset's videos.")] = 0.1,
     epochs: Annotated[int, typer.Option(help="Fixed epoch budget of the model (best validation epoch kept).")] = 8,
     max_points: Annotated[int, typer.Option(help="Most points to measure.")] = 8,
-    seed: Annotated[int, typer.Option(help="Simulation, split and model seed.")] = 0,
-    workdir: Annotated[Path, typer.Option(help="Where the simulated dataset is written.")] = Path("/tmp/calibration"),
+    seed: SeedOption = 0,
+    workdir: WorkdirOption = Path("/tmp/calibration"),
     out: Annotated[Path, typer.Option(help="Results file (other presets' entries are kept).")] = RESULTS,
 ) -> None:
     """Search the protocol's two knobs until the paper's row is matched; record every point."""
-    if preset not in PROTOCOLS:
-        raise typer.BadParameter(f"preset '{preset}' has no paper row to calibrate against; use tt150k or msvd")
-    protocol = PROTOCOLS[preset]
+    protocol = protocol_of(preset, "calibrate")
     base = preset_config(preset)
     fixed = {name: getattr(base, name) for name in KNOBS if name not in protocol.knobs}
+    in_code = {name: getattr(base, name) for name in protocol.knobs}
     results = load_results(out)
     entry = results.setdefault(preset, {})
     settings = {"scale": scale, "epochs": epochs, "seed": seed, "fixed_knobs": fixed}
@@ -236,33 +260,33 @@ def calibrate(
     )
 
     def point_at(knobs: dict[str, float]) -> dict[str, Any]:
-        for point in entry["points"]:
-            if all(abs(point["knobs"][k] - v) < 1e-9 for k, v in knobs.items()):
-                return point
-        point = measure(preset, {**fixed, **knobs}, scale, epochs, seed, workdir, log=lambda _: None)
-        entry["points"].append(point)
-        save_results(out, results)
+        """The recorded point at these knobs, else a new one measured and recorded; printed either way."""
+        point = next((p for p in entry["points"] if all(abs(p["knobs"][k] - v) < 1e-9 for k, v in knobs.items())),
+                     None)
+        if point is None:
+            point = measure(preset, {**fixed, **knobs}, scale, epochs, seed, workdir, log=lambda _: None)
+            entry["points"].append(point)
+            save_results(out, results)
+        typer.echo(f"{preset} point {len(entry['points'])}: {summary(point, protocol)}")
         return point
 
-    def report(point: dict[str, Any]) -> None:
-        typer.echo(f"{preset} point {len(entry['points'])}: {summary(point, protocol)}")
+    def best_point() -> dict[str, Any]:
+        return min(entry["points"], key=lambda p: worst_error(p, protocol))
 
     def done(point: dict[str, Any]) -> bool:
-        return max(abs(e) for e in relative_errors(point, protocol)) <= SEARCH_TOLERANCE
+        return worst_error(point, protocol) <= SEARCH_TOLERANCE
 
-    x = to_search_space({name: getattr(base, name) for name in protocol.knobs}, protocol.knobs)
+    x = to_search_space(in_code, protocol.knobs)
     point = point_at(from_search_space(x, protocol.knobs))
-    report(point)
     # finite-difference Jacobian from two more points, then Broyden's updates
     columns = []
     for i, step in enumerate((0.3, 0.8)):
         probe = x.copy()
         probe[i] += step
         other = point_at(from_search_space(probe, protocol.knobs))
-        report(other)
         columns.append((residual(other, protocol) - residual(point, protocol)) / step)
     jacobian = np.column_stack(columns)
-    best = min(entry["points"], key=lambda p: max(abs(e) for e in relative_errors(p, protocol)))
+    best = best_point()
     while not done(best) and len(entry["points"]) < max_points:
         f = residual(point, protocol)
         try:
@@ -273,23 +297,19 @@ def calibrate(
         new_knobs = from_search_space(x + step, protocol.knobs)
         new_x = to_search_space(new_knobs, protocol.knobs)
         new_point = point_at(new_knobs)
-        report(new_point)
         dx, df = new_x - x, residual(new_point, protocol) - f
         if np.dot(dx, dx) > 1e-12:
             jacobian += np.outer(df - jacobian @ dx, dx) / np.dot(dx, dx)
         x, point = new_x, new_point
-        best = min(entry["points"], key=lambda p: max(abs(e) for e in relative_errors(p, protocol)))
-    errors = relative_errors(best, protocol)
+        best = best_point()
     entry["chosen"] = {
         "knobs": best["knobs"],
         "seen": best["seen"]["model"],
         "unseen": best["unseen"]["model"],
-        "relative_error": {"seen": round(errors[0], 4), "unseen": round(errors[1], 4)},
-        "within_25_percent": max(abs(e) for e in errors) <= ACCEPT_TOLERANCE,
+        **acceptance(best, protocol),
         "oracle_ips_recall@10": best["seen"]["oracle_ips_recall@10"],
     }
     save_results(out, results)
-    in_code = {k: getattr(base, k) for k in protocol.knobs}
     chosen = {k: best["knobs"][k] for k in in_code}
     typer.echo(f"{preset} chosen: {summary(best, protocol)}")
     typer.echo(
@@ -301,23 +321,19 @@ def calibrate(
 
 @app.command()
 def confirm(
-    preset: Annotated[str, typer.Option(help="tt150k or msvd.")],
+    preset: PresetOption,
     scale: Annotated[float, typer.Option(help="Fraction of the preset's videos (1 = full size).")] = 1.0,
     epochs: Annotated[int, typer.Option(help="Fixed epoch budget (use the calibration's).")] = 8,
-    seed: Annotated[int, typer.Option(help="Simulation, split and model seed.")] = 0,
-    workdir: Annotated[Path, typer.Option(help="Where the simulated dataset is written.")] = Path("/tmp/calibration"),
+    seed: SeedOption = 0,
+    workdir: WorkdirOption = Path("/tmp/calibration"),
     out: Annotated[Path, typer.Option(help="Results file (other entries are kept).")] = RESULTS,
 ) -> None:
     """Measure the preset as the code has it, once, and record it as a confirmation at this scale."""
-    if preset not in PROTOCOLS:
-        raise typer.BadParameter(f"preset '{preset}' has no paper row to confirm against; use tt150k or msvd")
-    protocol = PROTOCOLS[preset]
+    protocol = protocol_of(preset, "confirm")
     base = preset_config(preset)
     knobs = {name: getattr(base, name) for name in KNOBS}
     point = measure(preset, knobs, scale, epochs, seed, workdir, log=lambda _: None)
-    errors = relative_errors(point, protocol)
-    point["relative_error"] = {"seen": round(errors[0], 4), "unseen": round(errors[1], 4)}
-    point["within_25_percent"] = max(abs(e) for e in errors) <= ACCEPT_TOLERANCE
+    point.update(acceptance(point, protocol))
     if preset == "tt150k":
         point["oracle_at_most_0_7"] = point["seen"]["oracle_ips_recall@10"] <= ORACLE_CEILING
     results = load_results(out)

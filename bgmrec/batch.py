@@ -17,11 +17,13 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from bgmrec.media.config import section_params
 
 AUDIO_SUFFIXES = frozenset({".wav", ".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".aif", ".aiff"})
 MANIFEST_NAMES = ("manifest.csv", "manifest.parquet")
@@ -46,12 +48,7 @@ class BatchRules:
 
     @classmethod
     def from_params(cls, params: dict[str, Any] | None) -> BatchRules:
-        params = dict(params or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ValueError(f"batch params: unknown key(s) {unknown}; known keys: {sorted(known)}")
-        rules = cls(**params)
+        rules = cls(**section_params(cls, params, "batch"))
         if not 0.0 <= rules.max_rejected_fraction <= 1.0:
             raise ValueError(f"batch params: max_rejected_fraction={rules.max_rejected_fraction} is not in [0, 1]")
         if rules.min_accepted < 0:

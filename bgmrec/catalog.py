@@ -48,6 +48,7 @@ from bgmrec.catalog_storage import (
     index_files,
     read_catalog,
     read_music_ids,
+    require_catalog,
     stored_version,
     write_catalog,
 )
@@ -59,7 +60,7 @@ from bgmrec.vector_index import VectorIndex, build_vector_index
 __all__ = [
     "CATALOG_FILE", "CatalogError", "MusicCatalog", "Recommendations", "VectorIndex", "append_batch",
     "build_catalog", "build_vector_index", "catalog_files", "copy_catalog", "index_files", "load_catalog",
-    "read_music_ids", "stored_version",
+    "read_music_ids", "require_catalog", "stored_version",
 ]
 
 MMR_POOL_FACTOR = 5

@@ -115,6 +115,14 @@ def catalog_path(path: str | Path) -> Path:
     return path / CATALOG_FILE if path.is_dir() else path
 
 
+def require_catalog(registry_dir: str | Path) -> Path:
+    """REGISTRY/catalog.parquet; FileNotFoundError saying how to make it when there is none."""
+    path = Path(registry_dir) / CATALOG_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; run `bgmrec build-catalog` first")
+    return path
+
+
 def index_files(path: str | Path) -> tuple[Path, ...]:
     """The vector index file of the catalog's base (it exists when the base is indexed); () without a catalog."""
     path = catalog_path(path)

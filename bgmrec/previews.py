@@ -118,12 +118,9 @@ def catalog_previews_step(
     catalog the dataset has no audio file for (added by a music batch) gets none; a file that fails to decode is
     reported by id and skipped.
     """
-    from bgmrec.catalog import CATALOG_FILE, read_music_ids
+    from bgmrec.catalog import read_music_ids, require_catalog
 
-    catalog = Path(registry_dir) / CATALOG_FILE
-    if not catalog.exists():
-        raise FileNotFoundError(f"{catalog} does not exist; run `bgmrec build-catalog` first")
-    ids = read_music_ids(catalog)
+    ids = read_music_ids(require_catalog(registry_dir))
     audio = music_audio_paths(dataset_dir)
     out_dir = previews_dir(registry_dir)
     todo = []

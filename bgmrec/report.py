@@ -88,7 +88,7 @@ def load_model_and_catalog(
     dataset: Dataset, registry_dir: str | Path | None, checkpoint: str | Path | None
 ) -> tuple[TorchRecommender, MusicCatalog, str, str, Path | None]:
     """(model, catalog, model label, where they come from, the catalog's previews directory or None)."""
-    from bgmrec.catalog import CATALOG_FILE, CatalogError, build_catalog, load_catalog
+    from bgmrec.catalog import CatalogError, build_catalog, load_catalog, require_catalog
     from bgmrec.models import load_model
     from bgmrec.registry import ModelRegistry
 
@@ -104,9 +104,7 @@ def load_model_and_catalog(
         return model, catalog, model.name, f"checkpoint {checkpoint}, the dataset's music as catalog", None
     registry = ModelRegistry(registry_dir)
     record = registry.require_production()
-    catalog_path = registry.root / CATALOG_FILE
-    if not catalog_path.exists():
-        raise FileNotFoundError(f"{catalog_path} does not exist; run `bgmrec build-catalog` first")
+    catalog_path = require_catalog(registry.root)
     catalog = load_catalog(catalog_path)
     if catalog.model_version and catalog.model_version != record["version"]:
         raise CatalogError(f"{catalog_path} was embedded by model {catalog.model_version} but production is "

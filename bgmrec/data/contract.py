@@ -237,17 +237,28 @@ def load_manifests(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return music.reset_index(drop=True), videos.reset_index(drop=True)
 
 
-def read_music_vectors(path: Path, problems: list[str]) -> tuple[MusicVectors, np.ndarray] | None:
-    """Read music_features.parquet into MusicVectors (file order) plus the event timestamps."""
+def _read_features(
+    path: Path, id_column: str, vector_columns: tuple[str, ...], problems: list[str]
+) -> tuple[pa.Table, np.ndarray] | None:
+    """A features file with its id column checked and its ids (file order); None, the problem recorded, when it
+    cannot be read or lacks a column."""
     table = _read_table(path, problems)
     if table is None:
         return None
-    missing = [c for c in ("music_id", "event_timestamp", *MUSIC_VECTOR_COLUMNS) if c not in table.column_names]
+    missing = [c for c in (id_column, "event_timestamp", *vector_columns) if c not in table.column_names]
     if missing:
         problems.append(f"{path.name}: missing column(s) {', '.join(missing)}")
         return None
-    _check_ids(table.select(["music_id"]).to_pandas(), path.name, "music_id", problems)
-    ids = table.column("music_id").to_numpy(zero_copy_only=False).astype(object)
+    _check_ids(table.select([id_column]).to_pandas(), path.name, id_column, problems)
+    return table, table.column(id_column).to_numpy(zero_copy_only=False).astype(object)
+
+
+def read_music_vectors(path: Path, problems: list[str]) -> tuple[MusicVectors, np.ndarray] | None:
+    """Read music_features.parquet into MusicVectors (file order) plus the event timestamps."""
+    read = _read_features(path, "music_id", MUSIC_VECTOR_COLUMNS, problems)
+    if read is None:
+        return None
+    table, ids = read
     emb, _ = _vector_matrix(table, "audio_embedding", path.name, "music_id", False, problems)
     lld, _ = _vector_matrix(table, "audio_lld", path.name, "music_id", False, problems)
     ts = table.column("event_timestamp").to_numpy(zero_copy_only=False)
@@ -256,15 +267,10 @@ def read_music_vectors(path: Path, problems: list[str]) -> tuple[MusicVectors, n
 
 def read_video_vectors(path: Path, problems: list[str]) -> tuple[VideoVectors, np.ndarray] | None:
     """Read video_features.parquet into VideoVectors (file order); a null `text` means no description."""
-    table = _read_table(path, problems)
-    if table is None:
+    read = _read_features(path, "video_id", VIDEO_VECTOR_COLUMNS, problems)
+    if read is None:
         return None
-    missing = [c for c in ("video_id", "event_timestamp", *VIDEO_VECTOR_COLUMNS) if c not in table.column_names]
-    if missing:
-        problems.append(f"{path.name}: missing column(s) {', '.join(missing)}")
-        return None
-    _check_ids(table.select(["video_id"]).to_pandas(), path.name, "video_id", problems)
-    ids = table.column("video_id").to_numpy(zero_copy_only=False).astype(object)
+    table, ids = read
     visual, _ = _vector_matrix(table, "visual", path.name, "video_id", False, problems)
     text, has_text = _vector_matrix(table, "text", path.name, "video_id", True, problems)
     ts = table.column("event_timestamp").to_numpy(zero_copy_only=False)

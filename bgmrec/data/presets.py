@@ -6,7 +6,7 @@
 - msvd: VMCML's MSVD (section 4.1, Table 1: 390 music, 265 seen with 500 videos each split 20:1:4, 125 unseen
   with 140 videos each). video_noise and usage_share calibrated so that VMCML's (visual-only) Recall@10 matches
   its Table 2 row (0.4409 seen, 0.1329 unseen; Random 0.0377 / 0.0800) under the `seen-unseen` split.
-- tiny, sample: small, easy sets for tests and demos (symmetric latents, no usage component).
+- tiny (40 music), small (300 music): easy sets for tests and demos (symmetric latents, no usage component).
 
 The calibration procedure and its figures: bench/calibrate_simulator.py, bench/results/calibration.json.
 """
@@ -80,7 +80,7 @@ PRESETS: dict[str, SimulationConfig] = {
         dims={"visual": 64, "text": 32, "audio_embedding": 16, "audio_lld": 16},
         hidden=64,
     ),
-    "sample": SimulationConfig(n_music=300, target_videos=6000, popularity_mean=20, popularity_std=22, max_videos=100),
+    "small": SimulationConfig(n_music=300, target_videos=6000, popularity_mean=20, popularity_std=22, max_videos=100),
     "tt150k": SimulationConfig(
         n_music=3003,
         target_videos=146351,

@@ -1,4 +1,4 @@
-"""Media to features: FFmpeg decoding, the extractor catalog (visual, text, audio), a content-hash cache, the
+"""Media to features: FFmpeg decoding, the extractor table (visual, text, audio), a content-hash cache, the
 per-item extraction report and the bundled sample media generator."""
 
 from bgmrec.media.config import ExtractionConfig

@@ -7,6 +7,16 @@ from pathlib import Path
 from typing import Any
 
 
+def section_params(cls: type, params: dict[str, Any] | None, section: str) -> dict[str, Any]:
+    """A copy of the params.yaml section `section` for the dataclass `cls`; a ValueError names unknown keys."""
+    params = dict(params or {})
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ValueError(f"{section} params: unknown key(s) {unknown}; known keys: {sorted(known)}")
+    return params
+
+
 @dataclass
 class ExtractionConfig:
     """Extraction settings. Empty weights paths mean "use the extractor's bundled or built-in weights"."""
@@ -43,12 +53,7 @@ class ExtractionConfig:
     @classmethod
     def from_params(cls, params: dict[str, Any] | None) -> ExtractionConfig:
         """Build from a params mapping (the `extract:` section); unknown keys are an error, not silently ignored."""
-        params = dict(params or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ValueError(f"extract params: unknown key(s) {unknown}; known keys: {sorted(known)}")
-        config = cls(**params)
+        config = cls(**section_params(cls, params, "extract"))
         for name in (
             "fps",
             "max_frames",

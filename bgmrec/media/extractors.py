@@ -1,4 +1,4 @@
-"""The extractor catalog: each extractor is chosen by name in params and records its name, version and output length.
+"""The extractor table: each extractor is chosen by name in params and records its name, version and output length.
 
 Kinds: `visual` (frames → one vector per video), `text` (descriptions → vectors), `audio_embedding` (16 kHz mono
 signal → vector, the papers' pretrained audio network) and `audio_lld` (signal → raw openSMILE functionals; the
@@ -22,7 +22,7 @@ _MODULES = {
     "audio_embedding": "bgmrec.media.audio",
     "audio_lld": "bgmrec.media.audio",
 }
-_REGISTRY: dict[str, dict[str, Callable[[ExtractionConfig], Extractor]]] = {kind: {} for kind in KINDS}
+_EXTRACTORS: dict[str, dict[str, Callable[[ExtractionConfig], Extractor]]] = {kind: {} for kind in KINDS}
 
 
 class Extractor:
@@ -59,7 +59,7 @@ def register_extractor(kind: str, name: str) -> Callable:
 
     def wrap(cls: type[Extractor]) -> type[Extractor]:
         cls.kind, cls.name = kind, name
-        _REGISTRY[kind][name] = cls
+        _EXTRACTORS[kind][name] = cls
         return cls
 
     return wrap
@@ -73,7 +73,7 @@ def _load_modules(kinds: tuple[str, ...] = KINDS) -> None:
 def available_extractors() -> dict[str, list[str]]:
     """Every registered extractor name, per kind."""
     _load_modules()
-    return {kind: sorted(names) for kind, names in _REGISTRY.items()}
+    return {kind: sorted(names) for kind, names in _EXTRACTORS.items()}
 
 
 def create_extractor(kind: str, config: ExtractionConfig) -> Extractor:
@@ -82,6 +82,6 @@ def create_extractor(kind: str, config: ExtractionConfig) -> Extractor:
         raise ValueError(f"unknown extractor kind '{kind}', expected one of {KINDS}")
     _load_modules((kind,))
     name = getattr(config, kind)
-    if name not in _REGISTRY[kind]:
-        raise ValueError(f"unknown {kind} extractor '{name}'; available: {sorted(_REGISTRY[kind])}")
-    return _REGISTRY[kind][name](config)
+    if name not in _EXTRACTORS[kind]:
+        raise ValueError(f"unknown {kind} extractor '{name}'; available: {sorted(_EXTRACTORS[kind])}")
+    return _EXTRACTORS[kind][name](config)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from bgmrec.data.contract import write_manifests
+from bgmrec.media.config import section_params
 from bgmrec.media.decode import ffmpeg_exe
 
 AUDIO_RATE = 22050  # written at 22.05 kHz on purpose: extraction resamples to 16 kHz
@@ -142,12 +143,7 @@ class SampleMediaConfig:
 
     @classmethod
     def from_params(cls, params: dict[str, Any] | None) -> SampleMediaConfig:
-        params = dict(params or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ValueError(f"sample_media params: unknown key(s) {unknown}; known keys: {sorted(known)}")
-        config = cls(**params)
+        config = cls(**section_params(cls, params, "sample_media"))
         if config.n_music < 2 or config.n_videos < 2 * config.n_music:
             raise ValueError(
                 f"sample_media: need n_music >= 2 and n_videos >= 2 * n_music (every music gets 2 videos or more), "

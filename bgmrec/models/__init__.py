@@ -1,6 +1,6 @@
-"""Model registry: every model the benchmark, the pipeline and serving can name.
+"""The model table: every model the benchmark, the pipeline and serving can name.
 
-A registry entry maps a name to a Recommender class and parameter overrides, so ablations are names too
+An entry maps a name to a Recommender class and parameter overrides, so ablations are names too
 (e.g. `cmvae-gen-dual`). Classes are imported lazily: naming a model imports only its module.
 """
 
@@ -14,7 +14,7 @@ import torch
 
 from bgmrec.models.base import Recommender, TorchRecommender
 
-_REGISTRY: dict[str, tuple[str, dict[str, Any]]] = {
+_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "random": ("bgmrec.models.baselines:RandomRecommender", {}),
     "popular": ("bgmrec.models.baselines:PopularRank", {}),
     "cca": ("bgmrec.models.baselines:CCARecommender", {}),
@@ -27,13 +27,13 @@ _REGISTRY: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def register(name: str, target: str, **overrides: Any) -> None:
-    """Register `name` as the class at `target` ("module:Class") with parameter overrides."""
-    _REGISTRY[name] = (target, overrides)
+def add_model(name: str, target: str, **overrides: Any) -> None:
+    """Add `name` to the model table: the class at `target` ("module:Class") with these parameter overrides."""
+    _MODELS[name] = (target, overrides)
 
 
 def available_models() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(_MODELS)
 
 
 def _resolve(target: str) -> type[Recommender]:
@@ -42,10 +42,10 @@ def _resolve(target: str) -> type[Recommender]:
 
 
 def create_model(name: str, params: dict[str, Any] | None = None) -> Recommender:
-    """A new, untrained model by registry name; params override the entry's and the class's defaults."""
-    if name not in _REGISTRY:
+    """A new, untrained model by its name in the model table; params override the entry's and the class's defaults."""
+    if name not in _MODELS:
         raise ValueError(f"unknown model '{name}'; available: {', '.join(available_models())}")
-    target, overrides = _REGISTRY[name]
+    target, overrides = _MODELS[name]
     model = _resolve(target)({**overrides, **(params or {})})
     model.name = name
     return model
@@ -55,14 +55,14 @@ def resolve_params(
     name: str, models_config: dict[str, Any] | None = None, extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Parameters of a model named in a `models:` config: its family's block (`cmvae` for `cmvae-gen-dual`),
-    then the registry entry's overrides (what makes an ablation an ablation, so a family block cannot undo it),
+    then the table entry's overrides (what makes an ablation an ablation, so a family block cannot undo it),
     then the name's own block, then `extra`."""
-    if name not in _REGISTRY:
+    if name not in _MODELS:
         raise ValueError(f"unknown model '{name}'; available: {', '.join(available_models())}")
     config = models_config or {}
     family = name.split("-")[0]
     params: dict[str, Any] = dict(config.get(family) or {}) if family != name else {}
-    params.update(_REGISTRY[name][1])
+    params.update(_MODELS[name][1])
     params.update(config.get(name) or {})
     params.update(extra or {})
     return params
@@ -79,17 +79,17 @@ def load_model(path: str | Path) -> TorchRecommender:
 
 
 # CMVAE and its paper ablations (Tables 3-4); `cmvae@notext` (Table 5) is a benchmark variant of `cmvae`
-register("cmvae", "bgmrec.models.cmvae:CMVAE")
-register("cmvae-gen-none", "bgmrec.models.cmvae:CMVAE", generation="none")
-register("cmvae-gen-dual", "bgmrec.models.cmvae:CMVAE", generation="dual")
-register("cmvae-fusion-moe", "bgmrec.models.cmvae:CMVAE", fusion="moe")
-register("cmvae-fusion-concat", "bgmrec.models.cmvae:CMVAE", fusion="concat")
+add_model("cmvae", "bgmrec.models.cmvae:CMVAE")
+add_model("cmvae-gen-none", "bgmrec.models.cmvae:CMVAE", generation="none")
+add_model("cmvae-gen-dual", "bgmrec.models.cmvae:CMVAE", generation="dual")
+add_model("cmvae-fusion-moe", "bgmrec.models.cmvae:CMVAE", fusion="moe")
+add_model("cmvae-fusion-concat", "bgmrec.models.cmvae:CMVAE", fusion="concat")
 
 # The other baselines of CMVAE Table 2: two-branch metric learning and variational matching
-register("cbvmr", "bgmrec.models.two_branch:CBVMR")
-register("cmvbr", "bgmrec.models.two_branch:CBVMR")  # the name CMVAE Table 2 prints for CBVMR
-register("dscmr", "bgmrec.models.two_branch:DSCMR")
-register("uwml", "bgmrec.models.two_branch:UWML")
-register("dual-vae", "bgmrec.models.vae_baselines:DualVAE")
-register("da-vae", "bgmrec.models.vae_baselines:DAVAE")
-register("cross-vae", "bgmrec.models.vae_baselines:CrossVAE")
+add_model("cbvmr", "bgmrec.models.two_branch:CBVMR")
+add_model("cmvbr", "bgmrec.models.two_branch:CBVMR")  # the name CMVAE Table 2 prints for CBVMR
+add_model("dscmr", "bgmrec.models.two_branch:DSCMR")
+add_model("uwml", "bgmrec.models.two_branch:UWML")
+add_model("dual-vae", "bgmrec.models.vae_baselines:DualVAE")
+add_model("da-vae", "bgmrec.models.vae_baselines:DAVAE")
+add_model("cross-vae", "bgmrec.models.vae_baselines:CrossVAE")

@@ -257,7 +257,7 @@ class DSCMR(TwoBranchRecommender):
     "label" of a video and of a music is the music's identity (S = 1 for the same music). The authors' code
     (penghu-cs/DSCMR) weights J2 and J3 by 1e-3 and 1e-1 against J1; without J1 only their ratio matters, and that
     ratio (100) collapses the common space here: η = 0.01 with J2 at 1 is the best of η ∈ {0.01, 0.1, 1, 10, 100}
-    by validation IPS Recall@25 on the simulated sample set, weak split (0.907, 0.854, 0.686, 0.319, 0.320).
+    by validation IPS Recall@25 on the `small` simulation, weak split (0.907, 0.854, 0.686, 0.319, 0.320).
     """
 
     name = "dscmr"

@@ -136,7 +136,7 @@ class VariationalMatchingModule(nn.Module):
 
 
 class VariationalMatchingRecommender(TorchRecommender):
-    """A variational baseline: the module above with the generation term its registry name selects."""
+    """A variational baseline: the module above with the generation term its model name selects."""
 
     name = "vae-baseline"
     default_params: dict[str, Any] = {**VAE_DEFAULTS, "reconstruction": "self"}
@@ -174,7 +174,7 @@ class DAVAE(VariationalMatchingRecommender):
     matching loss plus an entropy-maximisation constraint on the joint representations. Our reading of that
     constraint, which CMVAE does not write out: the differential entropy of the batch's video and music latent
     codes under a diagonal Gaussian fit (`batch_entropy`), maximised with weight `entropy_weight`; 1 was the best of
-    {0.1, 1, 10} by validation IPS Recall@25 on the simulated sample set, weak split."""
+    {0.1, 1, 10} by validation IPS Recall@25 on the `small` simulation, weak split."""
 
     name = "da-vae"
     default_params: dict[str, Any] = {**VAE_DEFAULTS, "reconstruction": "self", "entropy_weight": 1.0}

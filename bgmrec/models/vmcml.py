@@ -217,7 +217,7 @@ class CEVARModule(VideoMusicEncoders):
 
 # Section 4.2 gives Adam, lr 1e-5, weight decay 2e-3, batch 128 for end-to-end fine-tuning of pretrained
 # backbones on 3 GPUs. Our encoders are trained from scratch on frozen features, on 2 shared CPU cores with a
-# wall-clock budget: at lr 1e-5 the model was still far from converged after a 150 s budget on the sample data
+# wall-clock budget: at lr 1e-5 the model was still far from converged after a 150 s budget on the `small` simulation
 # (Recall@10 0.48 after 13 epochs vs 0.86 at lr 1e-3, best at epoch 1; docs/decisions/vmcml-defaults.md), so the
 # default is lr 1e-3. Weight decay 2e-3 and batch 128 are kept.
 ENCODER_DEFAULTS: dict[str, Any] = {
@@ -240,7 +240,7 @@ def _n_train_music(data: TrainingData | None, extra: dict[str, Any]) -> int:
 class VMCMLRecommender(TorchRecommender):
     """VMCML: encoders g, f and shared prototypes trained with lifting + similarity losses (eqs. 3–6).
 
-    Registered ablations: `vmcml-nosl` (β = 0, Table 6), `vmcml-nolld` (no audio_lld, Table 5), `vmcml-arcface`.
+    Ablations (model table): `vmcml-nosl` (β = 0, Table 6), `vmcml-nolld` (no audio_lld, Table 5), `vmcml-arcface`.
     """
 
     name = "vmcml"

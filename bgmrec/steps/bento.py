@@ -36,7 +36,7 @@ def build_bento_step(registry_dir: str | Path, version: str | None = None,
     import bentoml
     import yaml
 
-    from bgmrec.catalog import CATALOG_FILE, copy_catalog
+    from bgmrec.catalog import CATALOG_FILE, copy_catalog, require_catalog
     from bgmrec.previews import previews_dir
     from bgmrec.registry import CHECKPOINT_FILE, ModelRegistry, experiment_skip
 
@@ -44,9 +44,7 @@ def build_bento_step(registry_dir: str | Path, version: str | None = None,
         return skipped
     registry = ModelRegistry(registry_dir)
     record = registry.require_production()
-    catalog = registry.root / CATALOG_FILE
-    if not catalog.exists():
-        raise FileNotFoundError(f"{catalog} does not exist; run `bgmrec build-catalog` first")
+    catalog = require_catalog(registry.root)
     if wheel is not None and not Path(wheel).is_file():
         raise FileNotFoundError(f"{wheel}: no such wheel file")
     source = Path(__file__).resolve().parents[2]

@@ -47,8 +47,8 @@ def train_step(
     dataset_dir: str | Path, split_kind: str, model_name: str, config: Config,
     out_dir: str | Path, feature_repo: str | Path | None = None, feature_service: str | None = None,
 ) -> TrainResult:
-    """Train a registered torch model on one split, with the parameters `config.model_params` resolves and the
-    split seed `data.seed`; vectors come from Feast (`get_historical_features`, service `<model>_features`
+    """Train a torch model of the model table on one split, with the parameters `config.model_params` resolves
+    and the split seed `data.seed`; vectors come from Feast (`get_historical_features`, service `<model>_features`
     unless named) when a feature repo is given, else from the dataset's files.
     Writes OUT/model.pt, OUT/train.json (with the resolved parameters) and the DVCLive log OUT/dvclive.
     """

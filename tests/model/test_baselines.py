@@ -52,7 +52,7 @@ def trained(weak_data) -> dict[str, TorchRecommender]:
     return models
 
 
-def test_registry_names_every_baseline_and_the_cmvbr_alias():
+def test_the_model_table_names_every_baseline_and_the_cmvbr_alias():
     assert set(BASELINES) | {"cmvbr"} <= set(available_models())
     alias = create_model("cmvbr")
     assert isinstance(alias, CBVMR) and alias.name == "cmvbr"

@@ -40,7 +40,7 @@ def test_claim_verdicts_follow_the_paired_interval() -> None:
 
 
 @pytest.mark.unit
-def test_every_table_names_registered_models() -> None:
+def test_every_paper_table_names_models_of_the_model_table() -> None:
     from bgmrec.models import available_models
 
     known = set(available_models())
