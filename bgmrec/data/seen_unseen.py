@@ -55,11 +55,16 @@ def unseen_music(music_set: np.ndarray | None, strata: np.ndarray, rng: np.rando
 def seen_unseen_labels(
     video_music: np.ndarray, unseen: np.ndarray, rng: np.random.Generator, parts: tuple[str, ...]
 ) -> np.ndarray:
-    """Part label (index into `parts`) of each video: each seen music's videos 20:1:4, unseen music's `unseen`."""
+    """Part label (index into `parts`) of each video: each seen music's videos 20:1:4, unseen music's `unseen`.
+
+    A seen music with one video keeps it in training (as the weak split does): in val or test it would be ranked
+    against a seen gallery that cannot hold its music. From two videos on, the first shuffled position always
+    falls in the training share, so every seen music has a training video."""
     labels = np.full(len(video_music), parts.index(UNSEEN_PART), dtype=np.int64)
     seen_rows = np.flatnonzero(~unseen[video_music])
     order = seen_rows[np.argsort(video_music[seen_rows], kind="stable")]
     bounds = np.flatnonzero(np.diff(video_music[order])) + 1
     for group in np.split(order, bounds) if len(order) else []:
-        labels[group] = fractional_assign(len(group), rng, SEEN_RATIOS)
+        assigned = fractional_assign(len(group), rng, SEEN_RATIOS)
+        labels[group] = assigned if len(group) > 1 else parts.index("train")
     return labels

@@ -61,3 +61,15 @@ def test_saved_weak_split_without_training_video_for_a_music_is_replaced(tmp_pat
     loaded = load_or_make_split(ds, "weak", seed=0)
     assert len(loaded.music_without_training_video(ds)) == 0
     assert np.array_equal(loaded.part, make_split(ds, "weak", seed=0).part)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_every_seen_music_keeps_a_training_video_in_a_seen_unseen_split(seed):
+    # a seen music with one video used to land in val or test with a probability of 1/5: its video was then
+    # ranked against a seen gallery that could not hold its music
+    ds = long_tailed_dataset(seed=seed)
+    split = make_split(ds, "seen-unseen", seed=seed, n_negatives=10)
+    train_music = set(split.music_of(ds, "train"))
+    assert set(split.music_of(ds, "val")) <= train_music
+    assert set(split.music_of(ds, "test")) <= train_music
+    assert not train_music & set(split.music_of(ds, "unseen"))
