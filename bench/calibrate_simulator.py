@@ -296,7 +296,12 @@ def calibrate(
         step *= min(1.0, MAX_STEP / np.abs(step).max())
         new_knobs = from_search_space(x + step, protocol.knobs)
         new_x = to_search_space(new_knobs, protocol.knobs)
+        measured = len(entry["points"])
         new_point = point_at(new_knobs)
+        if len(entry["points"]) == measured:
+            # the step landed on a measured point: Broyden's update learns nothing and the next step repeats it
+            typer.echo(f"{preset}: the step returned to a measured point; stopping at the best one")
+            break
         dx, df = new_x - x, residual(new_point, protocol) - f
         if np.dot(dx, dx) > 1e-12:
             jacobian += np.outer(df - jacobian @ dx, dx) / np.dot(dx, dx)

@@ -221,8 +221,9 @@ def markdown(report: dict[str, Any]) -> str:
     """The table as Markdown: ours (mean ± 95 % interval) beside the paper's, then the claims."""
     ks = report["ks"]
     lines = [f"### {report['title']}", "",
-             f"`{report['metric']}`, {report['seeds']} seeds, data set `{report['dataset']}`, epoch chosen on "
-             f"validation {report['selection_metric']}.", ""]
+             f"`{report['metric']}`, {report['seeds']} seeds, data set `{Path(report['dataset']).name}`, epoch "
+             f"chosen on validation {report['selection_metric']}"
+             + (f", at most {report['max_epochs']} epochs." if report.get("max_epochs") else "."), ""]
     for column in report["columns"]:
         lines += [f"**{column}**", "", "| model | " + " | ".join(f"R@{k} ours" for k in ks) + " | "
                   + " | ".join(f"R@{k} paper" for k in ks) + " |", "|" + "---|" * (1 + 2 * len(ks))]
