@@ -10,8 +10,12 @@ It lives at the repository root, outside every installed package: none of it shi
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import tempfile
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -264,3 +268,59 @@ def tone_writer():
 def clip_writer():
     """`write_clip(path, hue, seconds=1.0)`: a real video file made by FFmpeg."""
     return write_clip
+
+
+@dataclass
+class ServerProcess:
+    """A server started the way a user starts it (`bgmrec serve ...`, `bentoml serve ...`): its own process group,
+    a free port, its output in a log file."""
+
+    process: subprocess.Popen
+    url: str
+    log_path: Path
+
+    @classmethod
+    def start(cls, command: Sequence[str], env: dict[str, str], log_path: Path,
+              cwd: Path | None = None) -> ServerProcess:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        with log_path.open("w") as log:
+            process = subprocess.Popen([*command, "--port", str(port)], cwd=cwd, env=env, stdout=log,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+        return cls(process, f"http://127.0.0.1:{port}", log_path)
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text()[-3000:]
+
+    def wait_ready(self, timeout_s: float = 180.0) -> str:
+        """The base URL once /readyz answers 200; fails at once, with the log, if the server exits."""
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited with {self.process.returncode}: {self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return self.url
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the server was not ready after {timeout_s:g} s: {self.log_tail()}")
+            time.sleep(0.5)
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """SIGTERM to the whole process group (BentoML's workers included), SIGKILL if it outlives `timeout_s`."""
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def start_server():
+    """`start_server(command, env, log_path, cwd=None)`: a `ServerProcess` on a free port (`--port` is appended);
+    call `.wait_ready()` for its URL and `.stop()` when done."""
+    return ServerProcess.start

@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -68,42 +66,15 @@ def _env(bin_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
-def _serving(args: list[str], cwd: Path, env: dict[str, str]):
+def _serving(start_server, args: list[str], cwd: Path, env: dict[str, str]):
     """A server started as a user starts it (its own process group), ready on /readyz; yields its URL."""
-    import httpx
-
-    port = _free_port()
-    log_path = cwd / f"serve-{port}.log"
-    with log_path.open("w") as log:
-        server = subprocess.Popen([*args, "--port", str(port)], cwd=cwd, env=env, stdout=log,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    server = start_server(args, env, cwd / f"serve-{len(list(cwd.glob('serve-*.log')))}.log", cwd)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert server.poll() is None, log_path.read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
-            time.sleep(0.5)
-        yield url
-        assert server.poll() is None, "the server stopped or restarted"
+        yield server.wait_ready()
+        assert server.process.poll() is None, "the server stopped or restarted"
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+        server.stop()
 
 
 def _catalog(url: str) -> dict:
@@ -130,7 +101,7 @@ def test_the_wheel_is_the_product_and_carries_no_source_tree(installed, tmp_path
     assert {p.name for p in out.iterdir()} == {"training.yaml", "new_music_batch.yaml"}
 
 
-def test_a_triggered_batch_is_served_without_a_restart(installed, workdir, new_music_batch):
+def test_a_triggered_batch_is_served_without_a_restart(installed, workdir, new_music_batch, start_server):
     import httpx
 
     env = _env(installed)
@@ -141,7 +112,7 @@ def test_a_triggered_batch_is_served_without_a_restart(installed, workdir, new_m
 
     serve_env = _env(installed, BGMREC_ADMIN_TOKEN=ADMIN_TOKEN, BGMREC_REGISTRY_POLL_S="2",
                      BENTOML_HOME=str(workdir / "bentoml_home"))
-    with _serving([bgmrec, "serve"], workdir, serve_env) as url:
+    with _serving(start_server, [bgmrec, "serve"], workdir, serve_env) as url:
         before = _catalog(url)["size"]
         anonymous = httpx.post(f"{url}/refresh_catalog", json={"reload": True}, timeout=10)
         assert anonymous.status_code == 401
@@ -157,7 +128,7 @@ def test_a_triggered_batch_is_served_without_a_restart(installed, workdir, new_m
             time.sleep(0.25)
 
 
-def test_the_bento_built_from_the_wheel_serves_pinned_or_following_the_registry(installed, workdir):
+def test_the_bento_built_from_the_wheel_serves_pinned_or_following_the_registry(installed, workdir, start_server):
     """`bgmrec build-bento` from the installed package (the wheel passed explicitly), then `bentoml serve` of the
     built Bento: by default it follows the registry; `BGMREC_MODEL_SOURCE=bento` serves the packaged model."""
     import json
@@ -173,8 +144,9 @@ def test_the_bento_built_from_the_wheel_serves_pinned_or_following_the_registry(
     grown.save(workdir / "data" / "registry" / "catalog.parquet")
 
     bentoml = [str(installed / "bentoml"), "serve", built["bento"]]
-    with _serving(bentoml, workdir, {**env, "BGMREC_MODEL_SOURCE": "bento"}) as url:
+    with _serving(start_server, bentoml, workdir, {**env, "BGMREC_MODEL_SOURCE": "bento"}) as url:
         pinned = _catalog(url)
         assert pinned["size"] == len(packaged) and pinned["model_version"] == built["registry_version"]
-    with _serving(bentoml, workdir, {**env, "BGMREC_REGISTRY": str(workdir / "data" / "registry")}) as url:
+    following = {**env, "BGMREC_REGISTRY": str(workdir / "data" / "registry")}
+    with _serving(start_server, bentoml, workdir, following) as url:
         assert _catalog(url)["size"] == len(grown)

@@ -4,11 +4,7 @@ back as k ranked music with players that play the catalog's previews."""
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -23,14 +19,8 @@ READY_TIMEOUT_S = 180
 ANSWER_TIMEOUT_S = 120
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def page_server(music_world, tmp_path_factory) -> str:
+def page_server(music_world, start_server, tmp_path_factory) -> str:
     """`bgmrec serve` on a copy of the world's registry (production VMCML over real tones) with the catalog's
     previews written beside it; the base URL once /readyz answers."""
     import shutil
@@ -39,36 +29,14 @@ def page_server(music_world, tmp_path_factory) -> str:
     registry = Path(shutil.copytree(music_world.registry_dir, root / "registry"))
     written = catalog_previews_step(music_world.dataset_dir, registry)
     assert written["written"] == len(music_world.music_ids), written
-    port = _free_port()
     env = {**os.environ, "BENTOML_HOME": str(root / "bentoml_home"), "BGMREC_MONITOR_INTERVAL_S": "0"}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    log_path = root / "serve.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "bgmrec"), "serve", "--registry", str(registry), "--port", str(port)],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
+    server = start_server([str(Path(sys.executable).parent / "bgmrec"), "serve", "--registry", str(registry)],
+                          env, root / "serve.log")
     try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"bgmrec serve exited with {process.returncode}: {log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"bgmrec serve not ready after {READY_TIMEOUT_S} s: {log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield url
+        yield server.wait_ready(READY_TIMEOUT_S)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        server.stop()
 
 
 def test_previews_are_served_and_unknown_music_is_named(page_server, music_world):

@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -499,54 +497,25 @@ def test_concurrent_feature_requests_are_batched_by_bentoml(client, videos):
 # --- `bgmrec serve` over real HTTP ----------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server_process(served, tmp_path_factory):
+def server_process(served, start_server, tmp_path_factory):
     """`bgmrec serve` started in a subprocess (own process group, stopped at the end); it warms up meanwhile."""
-    port = _free_port()
     env = {**os.environ, "BENTOML_HOME": str(tmp_path_factory.mktemp("bentoml_home")),
            "BGMREC_MONITOR_INTERVAL_S": "0.2", "BGMREC_ADMIN_TOKEN": ADMIN_TOKEN}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "bgmrec"), "serve", "--registry", str(served["registry"]),
-             "--feast-repo", str(served["feast"]), "--port", str(port)],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+    server = start_server([str(Path(sys.executable).parent / "bgmrec"), "serve", "--registry",
+                           str(served["registry"]), "--feast-repo", str(served["feast"])],
+                          env, tmp_path_factory.mktemp("serve") / "serve.log")
     try:
-        yield process, f"http://127.0.0.1:{port}", log_path
+        yield server
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        server.stop()
 
 
 @pytest.fixture(scope="module")
 def server(server_process) -> str:
     """The base URL of the `bgmrec serve` subprocess, once /readyz answers 200."""
-    import httpx
-
-    process, url, log_path = server_process
-    deadline = time.monotonic() + 180
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"bgmrec serve exited with {process.returncode}: {log_path.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return url
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"bgmrec serve not ready after 180 s: {log_path.read_text()[-3000:]}")
-        time.sleep(0.5)
+    return server_process.wait_ready()
 
 
 @pytest.mark.integration

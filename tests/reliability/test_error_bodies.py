@@ -10,12 +10,9 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -29,49 +26,23 @@ MAX_UPLOAD_MB = 0.1
 FUZZ_EXAMPLES = int(os.environ.get("BGMREC_FUZZ_EXAMPLES", "300"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(music_world, world_feature_repo, tmp_path_factory):
+def server(music_world, world_feature_repo, start_server, tmp_path_factory):
     """`bgmrec serve` of a copy of the music world's registry, with its Feast repo and an admin token; yields
     (base URL, registry, server's BENTOML_HOME)."""
-    import httpx
 
     root = tmp_path_factory.mktemp("error-bodies")
     registry = Path(shutil.copytree(music_world.registry_dir, root / "registry"))
     home = root / "bentoml_home"
-    port = _free_port()
     env = {**os.environ, "BENTOML_HOME": str(home), "BGMREC_ADMIN_TOKEN": ADMIN_TOKEN,
            "BGMREC_MAX_UPLOAD_MB": str(MAX_UPLOAD_MB), "BGMREC_ACCESS_LOG": "false"}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    log = root / "serve.log"
-    with log.open("w") as out:
-        process = subprocess.Popen([str(BIN / "bgmrec"), "serve", "--registry", str(registry), "--feast-repo",
-                                    str(world_feature_repo), "--port", str(port)],
-                                   env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    server = start_server([str(BIN / "bgmrec"), "serve", "--registry", str(registry), "--feast-repo",
+                           str(world_feature_repo)], env, root / "serve.log")
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert process.poll() is None, f"bgmrec serve exited: {log.read_text()[-3000:]}"
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"bgmrec serve not ready: {log.read_text()[-3000:]}"
-            time.sleep(0.5)
-        yield url, registry, home
+        yield server.wait_ready(240), registry, home
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        server.stop(30)
 
 
 def _multipart(boundary: str, *parts: tuple[str, str | None, bytes]) -> bytes:

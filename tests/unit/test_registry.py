@@ -7,8 +7,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -448,41 +446,21 @@ def _wait_for(condition, seconds: float, what: str):
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_bgmrec_serve_exports_the_served_model_version_and_follows_promote_and_rollback(checkout, tmp_path):
-    import httpx
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
+def test_bgmrec_serve_exports_the_served_model_version_and_follows_promote_and_rollback(checkout, start_server,
+                                                                                           tmp_path):
     env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml_home"), "BGMREC_REGISTRY_POLL_S": "0.2"}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    log_path = tmp_path / "serve.log"
-    with log_path.open("w") as log:
-        server = subprocess.Popen([str(Path(sys.executable).parent / "bgmrec"), "serve", "--params", str(checkout),
-                                   "--registry", str(checkout.parent / "registry"), "--port", str(port)],
-                                  env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = start_server([str(Path(sys.executable).parent / "bgmrec"), "serve", "--params", str(checkout),
+                           "--registry", str(checkout.parent / "registry")], env, tmp_path / "serve.log")
     try:
-        def ready() -> bool:
-            if server.poll() is not None:
-                raise RuntimeError(f"bgmrec serve exited: {log_path.read_text()[-3000:]}")
-            try:
-                return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        _wait_for(ready, 180, "bgmrec serve ready")
+        url = server.wait_ready()
         assert _model_info(url) == {"v0001-cmvae": 1.0}
         assert _bgmrec("registry", "promote", "v0002-vmcml", "--params", str(checkout)).exit_code == 0
         _wait_for(lambda: _model_info(url) == {"v0001-cmvae": 0.0, "v0002-vmcml": 1.0}, 60, "v0002 served")
         assert _bgmrec("registry", "rollback", "--params", str(checkout)).exit_code == 0
         _wait_for(lambda: _model_info(url) == {"v0001-cmvae": 1.0, "v0002-vmcml": 0.0}, 60, "v0001 served again")
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+        server.stop()
 
 
 # --- a real `dvc exp run` of the project's gate stage, in a throw-away repository ------------------------------
