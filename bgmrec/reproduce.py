@@ -4,10 +4,11 @@ A table (bgmrec.paper_tables) names its models, its protocol (CMVAE: IPS Recall@
 VMCML: full-gallery Recall@K on seen and unseen music) and the simulator preset it is reproduced on. Every model is
 trained by the one training loop with the epoch chosen on validation Recall@10 (full gallery, which does not
 saturate the way IPS Recall@25 among 101 candidates does) and a patience rule, no wall-clock budget. Each seed
-draws its own split and initialisation on the same data set. Tables give the mean and a 95 % t-interval over
-seeds; a claim "A beats B" holds when the interval of the paired (same seed) difference at K = 10 lies above 0,
-is reversed when it lies below 0, and is undecided otherwise. Rows with the paper's own optimiser settings
-(`paper_settings`) run once (seed 0) and are reported whatever they give.
+draws its own split and IPS negatives on the same data set; a model's initialisation follows its own `seed`
+parameter (params.yaml, 0 by default), so the interval covers the split, not the initialisation. Tables give
+the mean and a 95 % t-interval over seeds; a claim "A beats B" holds when the interval of the paired (same
+seed) difference at K = 10 lies above 0, is reversed when it lies below 0, and is undecided otherwise. Rows with
+the paper's own optimiser settings (`paper_settings`) run once (seed 0) and are reported whatever they give.
 
 A model fitted for one table is fitted once per split and seed under OUT: its rows are kept in OUT/runs, keyed by
 the data set, split, seed and the model's resolved parameters, and every later table (or a second process on the

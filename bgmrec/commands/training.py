@@ -144,7 +144,7 @@ def reproduce(
     table: Annotated[list[str], typer.Option(help="Paper table(s): cmvae-2..cmvae-5, vmcml-2, vmcml-5, vmcml-6, "
                                                   "or all.")],
     out: Annotated[Path, typer.Option(help="Folder for TABLE.json, TABLE.md, TABLE.png and the simulated data.")],
-    seeds: Annotated[int, typer.Option(help="Seeds per model (split and initialisation).")] = 3,
+    seeds: Annotated[int, typer.Option(help="Seeds per model: each draws its own split and IPS negatives.")] = 3,
     scale: Annotated[float, typer.Option(help="Share of the preset's videos to simulate (1 = the paper's size; "
                                               "0.05 for a quick run).")] = 1.0,
     dataset: Annotated[

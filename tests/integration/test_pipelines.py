@@ -39,6 +39,7 @@ def _executor(ir: dict, task: str) -> dict:
 
 
 @pytest.mark.unit
+@pytest.mark.slow
 def test_every_task_runs_in_the_configured_image_without_installing_packages(compiled):
     """The image already holds kfp and bgmrec: a cluster without PyPI access runs every task."""
     for name in (TRAINING_FILE, NEW_MUSIC_BATCH_FILE):
@@ -52,6 +53,7 @@ def test_every_task_runs_in_the_configured_image_without_installing_packages(com
 
 
 @pytest.mark.unit
+@pytest.mark.slow
 def test_compile_pipelines_writes_where_asked_from_any_directory(tmp_path, monkeypatch):
     from bgmrec.cli import app
 

@@ -99,6 +99,7 @@ def test_metrics_that_are_missing_or_malformed_are_named(tmp_path):
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_report_of_a_checkpoint_ranks_the_chosen_music_among_the_whole_catalog(tiny_cmvae, tiny_dataset,
                                                                                 tmp_path):
     from bgmrec.data.contract import load_dataset

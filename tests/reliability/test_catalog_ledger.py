@@ -48,6 +48,7 @@ def _refresh(barrier, features: str, embeddings: str, registry: str, errors) -> 
         errors.put(repr(exc))
 
 
+@pytest.mark.slow
 def test_concurrent_batches_lose_no_music(music_world, tmp_path):
     from bgmrec.catalog import load_catalog
     from bgmrec.data.contract import load_dataset

@@ -75,6 +75,7 @@ def test_without_dvc_nothing_is_watched():
     assert die_with_dvc({}) is False
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["production.json", "catalog.parquet", "checkpoint", "other model"])
 def test_bgmrec_serve_on_a_damaged_registry_fails_once_with_one_clear_line(tmp_path, damage):
     """Not a server whose worker fails to start again and again: exit 1 within seconds, naming the file."""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.reliability, pytest.mark.integration]
+pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.slow]
 
 BIN = Path(sys.executable).parent
 ADMIN_TOKEN = "error-bodies-admin-token"

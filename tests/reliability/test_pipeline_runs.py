@@ -475,6 +475,7 @@ def _pusher(barrier, repo: str, name: str, trials: int, dims: tuple[int, int]) -
         push_music(store, vectors)
 
 
+@pytest.mark.slow
 def test_batches_pushed_to_feast_at_once_keep_their_offline_rows(music_world, world_feature_repo, tmp_path):
     import multiprocessing
 
