@@ -34,23 +34,16 @@ def test_popular_rank_ips_recall_is_below_random_on_gamma_popularity():
         assert random[f"ips_recall@{k}"] == pytest.approx(k / 101, abs=0.03)
 
 
+def _benchmark(dataset, split: str, models: str, out):
+    """`bgmrec benchmark` as a user types it."""
+    return CliRunner().invoke(app, ["benchmark", "--dataset", str(dataset), "--split", split, "--models", models,
+                                    "--out", str(out)])
+
+
 @pytest.mark.integration
 def test_benchmark_cli_writes_every_protocol_key_per_model(tiny_dataset, tmp_path):
     out = tmp_path / "weak.json"
-    result = CliRunner().invoke(
-        app,
-        [
-            "benchmark",
-            "--dataset",
-            str(tiny_dataset),
-            "--split",
-            "weak",
-            "--models",
-            "random,popular,cca",
-            "--out",
-            str(out),
-        ],
-    )
+    result = _benchmark(tiny_dataset, "weak", "random,popular,cca", out)
     assert result.exit_code == 0, result.output
     bench = json.loads(out.read_text())
     keys = [f"recall@{k}" for k in (1, 5, 10, 20)] + [f"ips_recall@{k}" for k in (10, 15, 20, 25)]
@@ -66,20 +59,7 @@ def test_benchmark_cli_writes_every_protocol_key_per_model(tiny_dataset, tmp_pat
 @pytest.mark.integration
 def test_popular_rank_not_applicable_to_strong_split(tiny_dataset, tmp_path):
     out = tmp_path / "strong.json"
-    result = CliRunner().invoke(
-        app,
-        [
-            "benchmark",
-            "--dataset",
-            str(tiny_dataset),
-            "--split",
-            "strong",
-            "--models",
-            "random,popular",
-            "--out",
-            str(out),
-        ],
-    )
+    result = _benchmark(tiny_dataset, "strong", "random,popular", out)
     assert result.exit_code == 0, result.output
     bench = json.loads(out.read_text())
     assert "not_applicable" in bench["results"]["popular"]
