@@ -21,7 +21,6 @@ import fcntl
 import hashlib
 import json
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import numpy as np
 from bgmrec.benchmark import PART_SUFFIX, run_benchmark
 from bgmrec.data.seen_unseen import UNSEEN_PART
 from bgmrec.paper_tables import CLAIM_K, TABLES, PaperTable
+from bgmrec.previews import write_atomically
 
 SELECTION_METRIC = "recall@10"
 PAPER_SETTINGS_SUFFIX = " (paper's settings)"
@@ -107,9 +107,7 @@ def benchmark_rows(data_dir: Path, split: str, models: list[str], seed: int, par
                 rows.update(json.loads(path.read_text())["results"])
                 continue
             result = run_benchmark(data_dir, split, names, seed, params, log=log)["results"]
-            partial = path.with_suffix(".partial")
-            partial.write_text(json.dumps({"key": key, "results": result}, indent=2, default=str))
-            os.replace(partial, path)
+            write_atomically(path, json.dumps({"key": key, "results": result}, indent=2, default=str).encode())
             rows.update(result)
     return rows
 
